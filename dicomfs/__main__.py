@@ -1,4 +1,5 @@
 """``python -m dicomfs``."""
+
 import sys
 
 from dicomfs.cli import main

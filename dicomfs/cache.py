@@ -1,0 +1,179 @@
+"""The on-disk cache: listings (with an age limit) and instance files (with a size limit).
+
+Layout under ``cachedir``::
+
+    listings/    diskcache: C-FIND results, so a remount lists without the network
+    instances/   diskcache: one file per SOP instance, as received, LRU-evicted at ``cachesize``
+    partial/     files being received; emptied at start, so a crash leaves nothing half-written
+
+An instance is first written whole to ``partial/``, then *renamed* into the instance cache inside
+the same diskcache transaction that indexes it (``RenamingDisk``): a reader either finds the
+complete file or nothing. Cached instances never change (a SOP Instance UID names one object), so
+an evicted file that is still open stays readable through its descriptor (POSIX unlink semantics).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import diskcache
+
+from dicomfs.errors import StorageFull
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReceivedFile:
+    """A complete file in ``partial/``, to be moved (not copied) into the instance cache."""
+
+    path: str
+    size: int
+
+
+class RenamingDisk(diskcache.Disk):
+    """A diskcache ``Disk`` that adopts a finished file by renaming it, instead of copying it."""
+
+    def store(self, value: Any, read: bool, key: Any = diskcache.core.UNKNOWN) -> tuple[Any, ...]:
+        if isinstance(value, ReceivedFile):
+            filename, full_path = self.filename(key, value)
+            os.makedirs(os.path.dirname(full_path), exist_ok=True)
+            os.rename(value.path, full_path)
+            return value.size, diskcache.core.MODE_BINARY, filename, None
+        return super().store(value, read, key)
+
+
+class InstanceStore:
+    """Instance files keyed by SOP Instance UID, bounded by ``size_limit`` bytes (LRU eviction)."""
+
+    def __init__(self, cachedir: str, size_limit: int) -> None:
+        root = Path(cachedir)
+        self._partial = root / "partial"
+        shutil.rmtree(self._partial, ignore_errors=True)  # leftovers of a crash are never served
+        self._partial.mkdir(parents=True, exist_ok=True)
+        self._cache = diskcache.Cache(
+            str(root / "instances"),
+            disk=RenamingDisk,
+            size_limit=size_limit,
+            eviction_policy="least-recently-used",
+            # The SQLite index may wait for a writer; never longer than a retrieval would.
+            timeout=60,
+        )
+        # Sizes of instances we know to be cached: answers getattr without touching SQLite.
+        self._sizes: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._cache.close()
+
+    def size_of(self, sop_uid: str) -> int | None:
+        """The cached instance's size in bytes, or None when it is not cached."""
+        size = self._sizes.get(sop_uid)
+        if size is not None:
+            return size
+        handle = self._cache.get(sop_uid, read=True, retry=True)
+        if handle is None:
+            return None
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+        self._sizes[sop_uid] = size
+        return size
+
+    def __contains__(self, sop_uid: str) -> bool:
+        return self.size_of(sop_uid) is not None
+
+    def open(self, sop_uid: str) -> int | None:
+        """An OS file descriptor on the cached instance (the caller closes it), or None."""
+        handle = self._cache.get(sop_uid, read=True, retry=True)
+        if handle is None:
+            self._sizes.pop(sop_uid, None)
+            return None
+        with handle:
+            fd = os.dup(handle.fileno())
+        return fd
+
+    def new_partial(self) -> tuple[int, str]:
+        """A fresh file in ``partial/`` for an instance being received: (fd, path)."""
+        return tempfile.mkstemp(dir=self._partial, suffix=".part")
+
+    def commit(self, sop_uid: str, partial_path: str) -> int:
+        """Adopt a complete partial file as the instance ``sop_uid``; returns its size."""
+        size = os.stat(partial_path).st_size
+        try:
+            with self._lock:
+                if sop_uid in self._sizes:  # already here: a SOP instance never changes
+                    os.unlink(partial_path)
+                    return self._sizes[sop_uid]
+                self._cache.set(sop_uid, ReceivedFile(partial_path, size), retry=True)
+                self._sizes[sop_uid] = size
+        except OSError as exc:
+            discard(partial_path)
+            if exc.errno == errno.ENOSPC:
+                raise StorageFull(f"no space left in the cache for {sop_uid}") from exc
+            raise
+        return size
+
+    def forget_evicted(self) -> None:
+        """Drop remembered sizes of instances that eviction removed."""
+        with self._lock:
+            for sop_uid in [uid for uid in self._sizes if uid not in self._cache]:
+                del self._sizes[sop_uid]
+
+    @property
+    def volume(self) -> int:
+        return int(self._cache.volume())
+
+
+def discard(path: str) -> None:
+    """Remove a partial file, if it is still there."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+class ListingCache:
+    """C-FIND results by key, in memory and on disk; entries older than ``ttl_s`` are stale.
+
+    Stale entries are kept: when the PACS cannot be reached, a stale listing beats an error.
+    """
+
+    def __init__(self, cachedir: str, ttl_s: float, max_memory_entries: int = 10_000) -> None:
+        # Bounded by count, not bytes: a listing is small, and 10,000 covers a large archive's
+        # patients plus the studies and series a user walks through in a session.
+        self._disk = diskcache.Cache(str(Path(cachedir) / "listings"), size_limit=512 * 1024**2)
+        self._memory: dict[str, tuple[float, Any]] = {}
+        self._max_memory_entries = max_memory_entries
+        self.ttl_s = ttl_s
+
+    def close(self) -> None:
+        self._disk.close()
+
+    def get(self, key: str) -> tuple[Any, bool] | None:
+        """(value, fresh) or None. Fresh means younger than the TTL."""
+        item = self._memory.get(key)
+        if item is None:
+            item = self._disk.get(key, retry=True)
+            if item is None:
+                return None
+            self._remember(key, item)
+        stored_at, value = item
+        return value, (time.time() - stored_at) < self.ttl_s
+
+    def put(self, key: str, value: Any) -> None:
+        item = (time.time(), value)
+        self._remember(key, item)
+        self._disk.set(key, item, retry=True)
+
+    def _remember(self, key: str, item: tuple[float, Any]) -> None:
+        if len(self._memory) >= self._max_memory_entries:
+            self._memory.pop(next(iter(self._memory)))  # oldest inserted goes first
+        self._memory[key] = item

@@ -1,0 +1,168 @@
+"""``dicomfs`` / ``dicomfs.py`` / ``python -m dicomfs``: check the options, then mount.
+
+    dicomfs MOUNTPOINT -o serveraddress=H,serverport=P,aec=PACS,aet=DICOMFS[,...]
+    dicomfs demo MOUNTPOINT [-f] [-o ...]
+
+Everything that can be wrong with the command line is reported as one line on stderr, with exit
+status 2, before anything is mounted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import socket
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from dicomfs.options import (
+    HelpRequested,
+    MountOptions,
+    OptionError,
+    check_environment,
+    parse_args,
+    with_overrides,
+)
+
+LOGGER = logging.getLogger("dicomfs")
+
+EXIT_USAGE = 2
+EXIT_MOUNT_FAILED = 1
+
+Hooks = Sequence[tuple[Callable[[], None], Callable[[], None]]]
+
+
+def check_local_port(opts: MountOptions) -> None:
+    """The storage SCP's port must be free, or C-MOVE would fail later with a puzzling error."""
+    if opts.retrieve != "move":
+        return
+    family = socket.AF_INET6 if ":" in opts.localaddress else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((opts.localaddress, opts.localport))
+        except OSError as exc:
+            where = f"{opts.localaddress or '*'}:{opts.localport}"
+            if exc.errno == errno.EADDRINUSE:
+                raise OptionError(f"localport: {where} is already in use") from None
+            raise OptionError(f"localport: cannot listen on {where}: {exc.strerror}") from None
+
+
+def configure_logging(opts: MountOptions) -> None:
+    """Foreground: stderr. Detached: ``<cachedir>/dicomfs.log`` (stderr goes nowhere then)."""
+    level = logging.DEBUG if opts.debug else logging.INFO
+    handler: logging.Handler
+    if opts.foreground or opts.debug:
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        handler = logging.FileHandler(os.path.join(opts.cachedir, "dicomfs.log"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # pynetdicom says a lot at INFO about every association; keep it for -d.
+    logging.getLogger("pynetdicom").setLevel(logging.DEBUG if opts.debug else logging.WARNING)
+    # pydicom warns (through `warnings`) on every badly encoded name; the names are repaired anyway.
+    warnings.filterwarnings("ignore", module="pydicom")
+
+
+def fuse_kwargs(opts: MountOptions) -> dict[str, object]:
+    """libfuse options for this mount."""
+    # Listings are cached for `ttl` anyway; let the kernel keep attributes for a while too.
+    attr_timeout = min(opts.ttl, 60.0)
+    kwargs: dict[str, object] = {
+        "foreground": opts.foreground or opts.debug,
+        "debug": opts.debug,
+        "nothreads": opts.single_threaded,
+        "ro": True,
+        # A SOP instance never changes, so the page cache may keep file contents across opens.
+        "kernel_cache": True,
+        "attr_timeout": attr_timeout,
+        "entry_timeout": attr_timeout,
+        "fsname": "dicomfs",
+        "subtype": "dicomfs",
+    }
+    kwargs.update(opts.fuse_options)
+    return kwargs
+
+
+def mount(opts: MountOptions, hooks: Hooks = ()) -> int:
+    """Mount and serve until unmounted (detaching first unless foreground)."""
+    import mfusepy  # FUSE's library is loaded only when mounting: `-h` works without it
+
+    from dicomfs.fs import DicomFS
+    from dicomfs.mount import MountServices
+
+    operations = DicomFS(MountServices(opts, hooks))
+    try:
+        mfusepy.FUSE(operations, opts.mountpoint, **fuse_kwargs(opts))
+    except RuntimeError as exc:
+        print(f"dicomfs: mounting {opts.mountpoint} failed (libfuse status {exc})", file=sys.stderr)
+        return EXIT_MOUNT_FAILED
+    return 0
+
+
+def run_demo(argv: Sequence[str]) -> int:
+    """``dicomfs demo MOUNTPOINT``: a bundled sample archive, served on loopback, mounted."""
+    from dicomfs.demo import DemoArchive
+    from dicomfs.samples import write_demo_archive
+
+    opts = parse_args(argv)
+    pacs_port, local_port = _free_port(), _free_port()
+    cachedir = opts.cachedir if "cachedir=" in " ".join(argv) else f"{opts.cachedir}-demo"
+    opts = with_overrides(
+        opts,
+        serveraddress="127.0.0.1",
+        serverport=pacs_port,
+        aec="DEMOPACS",
+        localaddress="127.0.0.1",
+        localport=local_port,
+        cachedir=cachedir,
+    )
+    check_environment(opts)
+    archive_dir = Path(tempfile.mkdtemp(prefix="dicomfs-demo-"))
+    write_demo_archive(archive_dir)
+    archive = DemoArchive(
+        archive_dir,
+        ae_title="DEMOPACS",
+        port=pacs_port,
+        move_destinations={opts.aet: ("127.0.0.1", local_port)},
+    )
+    configure_logging(opts)
+    print(
+        f"dicomfs demo: sample archive mounted at {opts.mountpoint}; "
+        f"unmount with: fusermount3 -u {opts.mountpoint}",
+        file=sys.stderr,
+    )
+    return mount(opts, hooks=[(archive.start, archive.stop)])
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if args and args[0] == "demo":
+            return run_demo(args[1:])
+        opts = parse_args(args)
+        check_environment(opts)
+        check_local_port(opts)
+    except HelpRequested as request:
+        print(request.text)
+        return 0
+    except OptionError as exc:
+        print(f"dicomfs: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(opts)
+    with contextlib.suppress(KeyboardInterrupt):
+        return mount(opts)
+    return 0

@@ -1,0 +1,23 @@
+"""Domain errors. Only ``fs.py`` turns them into errno values."""
+
+from __future__ import annotations
+
+
+class DicomFSError(Exception):
+    """Base class of every error dicomfs raises on purpose."""
+
+
+class NotFound(DicomFSError):
+    """No such patient, study, series or instance (ENOENT)."""
+
+
+class PacsError(DicomFSError):
+    """The PACS refused, aborted, timed out or answered with a failure status (EIO)."""
+
+
+class RetrievalFailed(DicomFSError):
+    """A requested instance did not arrive whole (EIO)."""
+
+
+class StorageFull(DicomFSError):
+    """The cache's disk is full (ENOSPC)."""

@@ -1,0 +1,169 @@
+"""The FUSE operations: paths to ``Tree`` calls, and domain errors to errno in one place.
+
+A thin adapter in the manner of ratarmount's FuseMount: it never speaks DIMSE. The tree is
+read-only, so every modifying call answers EROFS (the mount is also ``ro`` for the kernel).
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+import mfusepy
+
+from dicomfs.errors import NotFound, PacsError, RetrievalFailed, StorageFull
+from dicomfs.tree import INSTANCE, Entry, Tree
+
+LOGGER = logging.getLogger(__name__)
+
+DIR_MODE = stat.S_IFDIR | 0o555
+FILE_MODE = stat.S_IFREG | 0o444
+
+#: Names desktops and shells probe for on every new mount. Generated names never start with a
+#: dot, so any dotted name, and these, are answered ENOENT without a C-FIND.
+PROBE_NAMES = frozenset({"autorun.inf", "desktop.ini", "thumbs.db", "folder.jpg", "albumart.jpg"})
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Services(Protocol):
+    """What the filesystem needs from the mount: started in init(), stopped in destroy()."""
+
+    tree: Tree
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def is_probe(path: str) -> bool:
+    """True for desktop/shell probe names that no PACS entry can have."""
+    return any(part.startswith(".") or part.lower() in PROBE_NAMES for part in path.split("/") if part)
+
+
+def translate_errors(method: F) -> F:
+    """Turn domain errors into FuseOSError, logging backend failures (tracebacks at DEBUG)."""
+
+    @functools.wraps(method)
+    def wrapper(self: DicomFS, *args: Any) -> Any:
+        try:
+            return method(self, *args)
+        except mfusepy.FuseOSError:
+            raise
+        except NotFound as exc:
+            raise mfusepy.FuseOSError(errno.ENOENT) from exc
+        except StorageFull as exc:
+            LOGGER.error("%s %s: %s", method.__name__, args[0] if args else "", exc)
+            raise mfusepy.FuseOSError(errno.ENOSPC) from exc
+        except (PacsError, RetrievalFailed) as exc:
+            LOGGER.error("%s %s: %s", method.__name__, args[0] if args else "", exc)
+            LOGGER.debug("traceback", exc_info=True)
+            raise mfusepy.FuseOSError(errno.EIO) from exc
+        except OSError as exc:
+            LOGGER.error("%s %s: %s", method.__name__, args[0] if args else "", exc)
+            raise mfusepy.FuseOSError(exc.errno or errno.EIO) from exc
+        except Exception as exc:
+            LOGGER.exception("%s %s failed", method.__name__, args[0] if args else "")
+            raise mfusepy.FuseOSError(errno.EIO) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _read_only(*_args: Any) -> Any:
+    raise mfusepy.FuseOSError(errno.EROFS)
+
+
+class DicomFS(mfusepy.Operations):
+    """Read-only FUSE view of a PACS."""
+
+    use_ns = True
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._uid = os.getuid()
+        self._gid = os.getgid()
+
+    # -- lifecycle: threads start after libfuse has daemonized ---------------------------------
+
+    def init(self, path: str) -> None:
+        self._services.start()
+
+    def destroy(self, path: str) -> None:
+        self._services.stop()
+
+    # -- lookups ------------------------------------------------------------------------------
+
+    def _resolve(self, path: str) -> Entry | None:
+        if is_probe(path):
+            raise NotFound(path)
+        return self._services.tree.resolve(path)
+
+    def _stat(self, entry: Entry | None, size: int = 0) -> dict[str, int]:
+        mtime = int((entry.mtime if entry else self._services.tree.mount_time) * 1e9)
+        is_file = entry is not None and entry.kind == INSTANCE
+        return {
+            "st_mode": FILE_MODE if is_file else DIR_MODE,
+            "st_nlink": 1 if is_file else 2,
+            "st_size": size,
+            "st_blocks": (size + 511) // 512,
+            "st_uid": self._uid,
+            "st_gid": self._gid,
+            "st_mtime": mtime,
+            "st_ctime": mtime,
+            "st_atime": mtime,
+        }
+
+    @translate_errors
+    def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
+        entry = self._resolve(path)
+        if entry is not None and entry.kind == INSTANCE:
+            return self._stat(entry, self._services.tree.instance_size(entry))
+        return self._stat(entry)
+
+    @translate_errors
+    def readdir(self, path: str, fh: int) -> list[Any]:
+        entry = self._resolve(path)
+        if entry is not None and entry.kind == INSTANCE:
+            raise mfusepy.FuseOSError(errno.ENOTDIR)
+        listing = self._services.tree.children(entry)
+        mode = FILE_MODE if entry is not None and entry.kind == "series" else DIR_MODE
+        return [".", "..", *((child.name, {"st_mode": mode}, 0) for child in listing.entries)]
+
+    @translate_errors
+    def access(self, path: str, amode: int) -> int:
+        if amode & os.W_OK:
+            raise mfusepy.FuseOSError(errno.EROFS)
+        self._resolve(path)
+        return 0
+
+    # -- contents -----------------------------------------------------------------------------
+
+    @translate_errors
+    def open(self, path: str, flags: int) -> int:
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT):
+            raise mfusepy.FuseOSError(errno.EROFS)
+        entry = self._resolve(path)
+        if entry is None or entry.kind != INSTANCE:
+            raise mfusepy.FuseOSError(errno.EISDIR)
+        return self._services.tree.open_instance(entry)
+
+    @translate_errors
+    def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+        return os.pread(fh, size, offset)
+
+    def release(self, path: str, fh: int) -> int:
+        os.close(fh)
+        return 0
+
+    def statfs(self, path: str) -> dict[str, int]:
+        return {"f_bsize": 4096, "f_frsize": 4096, "f_namemax": 255}
+
+    # -- everything that would change the tree --------------------------------------------------
+
+    chmod = chown = create = link = mkdir = mknod = rename = rmdir = _read_only
+    setxattr = removexattr = symlink = truncate = unlink = utimens = write = _read_only

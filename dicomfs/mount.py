@@ -1,0 +1,110 @@
+"""The parts of one mount, built from ``MountOptions``, started in FUSE init() and stopped in destroy().
+
+Nothing here runs before libfuse has daemonized: forking would lose threads and SQLite handles.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable, Sequence
+
+from dicomfs.cache import InstanceStore, ListingCache
+from dicomfs.options import MountOptions
+from dicomfs.pacs import PacsAddress, PacsClient
+from dicomfs.retrieval import RetrievalScheduler
+from dicomfs.storescp import InstanceReceiver, StorageSCP
+from dicomfs.tree import Tree
+
+LOGGER = logging.getLogger(__name__)
+
+
+def client_ssl_context(opts: MountOptions) -> ssl.SSLContext | None:
+    """The TLS context for associations to the PACS, or None without ``tls``."""
+    if not opts.tls:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=opts.tlsca or None)
+    # PACS certificates name hosts inconsistently; trust comes from the CA given in tlsca.
+    context.check_hostname = False
+    if opts.tlscert:
+        context.load_cert_chain(opts.tlscert, opts.tlskey or None)
+    return context
+
+
+def server_ssl_context(opts: MountOptions) -> ssl.SSLContext | None:
+    """The TLS context of our storage SCP, or None without ``tls``."""
+    if not opts.tls:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=opts.tlsca or None)
+    context.load_cert_chain(opts.tlscert, opts.tlskey or None)
+    if opts.tlsca:
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+class MountServices:
+    """Client, caches, receiver, storage SCP, scheduler and tree of one mount."""
+
+    def __init__(
+        self, opts: MountOptions, hooks: Sequence[tuple[Callable[[], None], Callable[[], None]]] = ()
+    ):
+        self.opts = opts
+        self._hooks = list(hooks)  # (start, stop) pairs run around ours, e.g. the demo archive
+        self._scp: StorageSCP | None = None
+        self._started: list[Callable[[], None]] = []
+
+    def start(self) -> None:
+        opts = self.opts
+        for start, stop in self._hooks:
+            start()
+            self._started.append(stop)
+        address = PacsAddress(
+            host=opts.serveraddress,
+            port=opts.serverport,
+            called_aet=opts.aec,
+            calling_aet=opts.aet,
+            timeout=opts.timeout,
+            max_associations=opts.maxassoc,
+            ssl_context=client_ssl_context(opts),
+        )
+        self.client = PacsClient(address, model=opts.model)
+        self.store = InstanceStore(opts.cachedir, opts.cachesize)
+        self._started.append(self.store.close)
+        self.listings = ListingCache(opts.cachedir, opts.ttl)
+        self._started.append(self.listings.close)
+        self.receiver = InstanceReceiver(self.store)
+        if opts.retrieve == "move":
+            self._scp = StorageSCP(
+                self.receiver,
+                opts.aet,
+                opts.localaddress,
+                opts.localport,
+                opts.timeout,
+                server_ssl_context(opts),
+            )
+            self._scp.start()
+            self._started.append(self._scp.stop)
+        # One association stays free for listings while retrievals run (maxassoc bounds them all).
+        self.scheduler = RetrievalScheduler(
+            self.client,
+            self.receiver,
+            self.store,
+            method=opts.retrieve,
+            destination_aet=opts.aet,
+            workers=max(1, opts.maxassoc - 1),
+            timeout=opts.timeout,
+        )
+        self.scheduler.start()
+        self._started.append(self.scheduler.stop)
+        prefix = f"{opts.aec}@{opts.serveraddress}:{opts.serverport}/{opts.model}"
+        self.tree = Tree(self.client, self.listings, self.store, self.scheduler, cache_prefix=prefix)
+        LOGGER.info("mounted %s at %s (retrieve=%s)", prefix, opts.mountpoint, opts.retrieve)
+
+    def stop(self) -> None:
+        while self._started:
+            stop = self._started.pop()
+            try:
+                stop()
+            except Exception:
+                LOGGER.exception("while stopping")
+        LOGGER.info("unmounted %s", self.opts.mountpoint)

@@ -1,0 +1,351 @@
+"""Pure naming layer: DICOM attribute values -> safe, unique, stable path components.
+
+Every value here comes from a PACS and is treated as hostile: it may contain '/', NUL, control
+characters, bidi overrides, bytes invalid for its declared character set, or be kilobytes long.
+Nothing in this module raises on bad data; it degrades to something readable instead.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+import re
+import unicodedata
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import pydicom
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement
+from pydicom.multival import MultiValue
+from pydicom.tag import Tag
+
+LOGGER = logging.getLogger(__name__)
+
+#: NAME_MAX of Linux file systems (ext4, xfs, btrfs): a component is at most 255 bytes.
+MAX_NAME_BYTES = 255
+
+# Room reserved for the identifying suffix of composite names ("(PID)", "(ACC)"), so a 1,000-byte
+# description cannot push the identifier out of the name. DICOM LO is 64 characters anyway.
+_ID_PART_BYTES = 96
+_DCM = ".dcm"
+_NO_NAME = "(no name)"
+_NO_DATE = "no date"
+_NO_SERIES = "(unnamed series)"
+_NO_UID = "(no uid)"
+# Text VRs whose raw bytes may carry characters of the Specific Character Set (PS3.5 6.1.2.3).
+_TEXT_VRS = frozenset(
+    ["AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT"]
+)
+_WHITESPACE_RUN = re.compile(r"\s+")
+# Integers longer than this are not sort keys but garbage; int() on them is also slow.
+_INTEGER = re.compile(r"[+-]?[0-9]{1,12}")
+_DICOM_DATE = re.compile(r"([0-9]{4})\.?([0-9]{2})\.?([0-9]{2})")
+# Suffix lengths (hex digits of SHA-256 of the uid) tried in turn while names still collide.
+_HASH_LENGTHS = (6, 8, 12, 16, 24, 32, 64)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def text_of(ds: pydicom.Dataset, keyword: str) -> str:
+    """Return the decoded text of attribute `keyword`, '' when absent or empty; never raises.
+
+    Decoding goes through pydicom's Specific Character Set machinery (ISO 2022 code extensions,
+    GB18030, Latin-1, UTF-8 ...), which substitutes U+FFFD for invalid bytes.  If that raises
+    anyway (e.g. ``reading_validation_mode`` is RAISE) we decode the raw bytes ourselves.
+    Non-ASCII bytes with no declared charset are read as UTF-8 when valid (a common PACS habit),
+    else Latin-1.  Multiple values are joined with a backslash.
+    """
+    try:
+        tag = Tag(keyword)
+        elem = ds.get_item(tag)
+    except Exception:  # unknown keyword, odd dataset: nothing to name by
+        return ""
+    if elem is None:
+        return ""
+    if isinstance(elem, RawDataElement):
+        undeclared = _undeclared_utf8(ds, elem)
+        if undeclared is not None:
+            return undeclared
+    try:
+        return _value_text(ds[tag].value)
+    except Exception as exc:
+        LOGGER.debug("decoding %s failed, falling back to raw bytes: %s", keyword, exc)
+    raw = elem.value if isinstance(elem, RawDataElement) else None
+    if isinstance(raw, bytes):
+        return _decode_fallback(raw, _declared_charsets(ds)).strip(" \x00")
+    return ""
+
+
+def _value_text(value: Any) -> str:
+    """Flatten a converted element value to text (PersonName -> str, MultiValue -> joined)."""
+    if value is None or isinstance(value, (pydicom.Sequence, pydicom.Dataset)):
+        return ""  # nested items have no single text (and a Sequence is also a list)
+    if isinstance(value, (MultiValue, list, tuple)):
+        return "\\".join(_value_text(v) for v in value)
+    if isinstance(value, bytes):
+        return _decode_fallback(value, []).strip(" \x00")
+    return str(value)
+
+
+def _declared_charsets(ds: pydicom.Dataset) -> list[str]:
+    """The Specific Character Set values as Python codec names; [] when none or unreadable."""
+    try:
+        elem = ds.get_item(Tag("SpecificCharacterSet"))
+        if elem is None:
+            return []
+        value = elem.value
+        if isinstance(value, bytes):
+            terms = value.decode("ascii", "replace").split("\\")
+        elif isinstance(value, str):
+            terms = [value]
+        else:
+            terms = [str(v) for v in value or []]
+        terms = [t.strip() for t in terms]
+        if not any(terms):
+            return []
+        return list(pydicom.charset.convert_encodings(terms))
+    except Exception:  # a hostile charset value is the same as none
+        return []
+
+
+def _undeclared_utf8(ds: pydicom.Dataset, elem: RawDataElement) -> str | None:
+    """UTF-8 text of a raw text element when no charset is declared and the bytes are UTF-8.
+
+    PS3.5 says such bytes are ISO-IR 6 (ASCII) and pydicom falls back to Latin-1; but archives
+    routinely send undeclared UTF-8, and Latin-1 would turn it into mojibake.
+    """
+    value = elem.value
+    if not isinstance(value, bytes) or value.isascii() or _declared_charsets(ds):
+        return None
+    try:
+        vr = elem.VR or dictionary_VR(elem.tag)
+    except Exception:
+        return None
+    if vr not in _TEXT_VRS:
+        return None
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if vr in {"LT", "ST", "UT", "UR"}:  # single-valued VRs: a backslash is just a character
+        return text.strip(" \x00")
+    return "\\".join(part.strip(" \x00") for part in text.split("\\"))
+
+
+def _decode_fallback(value: bytes, encodings: Sequence[str]) -> str:
+    """Best-effort decode: each declared codec strictly, then UTF-8, then Latin-1 (total)."""
+    for encoding in [*encodings, "utf-8"]:
+        try:
+            return value.decode(encoding)
+        except (UnicodeDecodeError, LookupError):
+            continue
+    return value.decode("latin-1")
+
+
+# --------------------------------------------------------------------------- sanitizing
+
+
+def sanitize(text: str, max_bytes: int = MAX_NAME_BYTES) -> str:
+    """Make `text` one legal, harmless path component of at most `max_bytes` UTF-8 bytes.
+
+    Removes '/', NUL, C0/C1/DEL controls, and format characters (bidi overrides, isolates, zero
+    width joiners: category Cf) that could make a name display as something it is not; collapses
+    whitespace; NFC-normalizes; never returns '', '.', '..' or a hidden (dot-leading) name.
+    The result is a fixed point: sanitize(sanitize(x)) == sanitize(x).
+    """
+    if max_bytes < 1:  # '_' must fit
+        raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
+    result = text
+    # Each pass can expose work for the next (dropping a Cf mark can make a composable pair);
+    # three passes reach the fixed point for all input seen in property tests.
+    for _ in range(4):
+        cleaned = _clean_once(result, max_bytes)
+        if cleaned == result:
+            break
+        result = cleaned
+    return result or "_"
+
+
+def _clean_once(text: str, max_bytes: int) -> str:
+    """One pass of `sanitize`; may return '' (the caller substitutes '_')."""
+    text = unicodedata.normalize("NFC", "".join(_clean_char(c) for c in text))
+    text = _WHITESPACE_RUN.sub(" ", text).strip()
+    if text.startswith("."):  # hidden files, '.', '..', and desktop probes like .Trash
+        text = "_" + text[1:]
+    return _truncate_utf8(text, max_bytes).rstrip()
+
+
+def _clean_char(char: str) -> str:
+    """Map one character to its safe replacement ('' drops it)."""
+    if char == "/":
+        return "_"
+    category = unicodedata.category(char)
+    if category == "Cc":  # C0, DEL, C1 (incl. NUL): become whitespace, then collapse
+        return " "
+    if category == "Cf":  # bidi overrides/isolates, ZWJ, soft hyphen, BOM: invisible
+        return ""
+    if category == "Cs":  # lone surrogates cannot be encoded as UTF-8
+        return "\ufffd"
+    return char
+
+
+def _truncate_utf8(text: str, max_bytes: int) -> str:
+    """Longest prefix of `text` within `max_bytes` bytes of UTF-8, cut between characters.
+
+    Also keeps the prefix NFC: cutting before a combining mark can leave a decomposed tail.
+    """
+    encoded = text.encode("utf-8", "surrogatepass")
+    if len(encoded) <= max_bytes:
+        return text
+    prefix = encoded[:max_bytes].decode("utf-8", "ignore")  # drops a split trailing character
+    while prefix and not unicodedata.is_normalized("NFC", prefix):
+        prefix = prefix[:-1]
+    return prefix
+
+
+# --------------------------------------------------------------------------- names
+
+
+def patient_dir_name(patient_name: str, patient_id: str) -> str:
+    """'DOE^JANE (PID0001)': the ID disambiguates namesakes and survives truncation."""
+    name = _part(patient_name.rstrip("^= "), MAX_NAME_BYTES)
+    return _with_id(name or _NO_NAME, patient_id)
+
+
+def study_dir_name(study_date: str, description: str, accession: str) -> str:
+    """'2024-03-01 CT CHEST (ACC123)': the date first so that `ls` lists studies in order."""
+    date = _format_date(study_date) or _NO_DATE
+    head = " ".join(p for p in (date, _part(description, MAX_NAME_BYTES)) if p)
+    return _with_id(head, accession)
+
+
+def series_dir_name(series_number: str, modality: str, description: str) -> str:
+    """'003 CT Lung 1.0mm': the number zero-padded so `ls` sorts series numerically."""
+    number = _padded_int(series_number, 3) or _part(series_number, 32)
+    parts = [number, _part(modality, 32), _part(description, MAX_NAME_BYTES)]
+    name = " ".join(p for p in parts if p)
+    return sanitize(name) if name else _NO_SERIES
+
+
+def instance_file_name(instance_number: str, sop_instance_uid: str) -> str:
+    """'0001.dcm' for integer instance numbers (sorted like the acquisition), else '<uid>.dcm'."""
+    stem = _padded_int(instance_number, 4) or _part(sop_instance_uid, MAX_NAME_BYTES - len(_DCM))
+    return sanitize((stem or _NO_UID) + _DCM)
+
+
+def _part(text: str, max_bytes: int) -> str:
+    """Sanitized piece of a composite name; '' (not '_') when there is nothing to show."""
+    cleaned = sanitize(text, max_bytes)
+    return "" if cleaned == "_" and text.strip() != "_" else cleaned
+
+
+def _with_id(head: str, identifier: str) -> str:
+    """'<head> (<identifier>)' within MAX_NAME_BYTES, truncating the head before the identifier."""
+    ident = _part(identifier, _ID_PART_BYTES)
+    if not ident:
+        return sanitize(head)
+    tail = f" ({ident})"
+    room = MAX_NAME_BYTES - len(tail.encode("utf-8"))
+    return sanitize(_truncate_utf8(head, room).rstrip() + tail)
+
+
+def _padded_int(text: str, width: int) -> str:
+    """Zero-padded integer ('3' -> '003'), or '' when `text` is not a (sane) integer."""
+    stripped = text.strip()
+    if not _INTEGER.fullmatch(stripped):
+        return ""
+    return f"{int(stripped):0{width}d}"
+
+
+def _format_date(text: str) -> str:
+    """DICOM DA '20240301' (or legacy '2024.03.01') -> '2024-03-01'; other text sanitized."""
+    stripped = text.strip()
+    match = _DICOM_DATE.fullmatch(stripped)
+    if match:
+        try:
+            return datetime.date(*(int(g) for g in match.groups())).isoformat()
+        except ValueError:
+            pass  # '20241399': keep it visible rather than invent a date
+    return _part(stripped, 64)
+
+
+# --------------------------------------------------------------------------- uniqueness
+
+
+def make_unique(candidates: Sequence[tuple[str, str]]) -> list[str]:
+    """Return the names of `candidates` ((name, uid) pairs), made unique, in the same order.
+
+    Every member of a colliding group gets a suffix derived from its uid (' [1a2b3c]', before
+    '.dcm'), so the result depends only on the set of pairs, never on the order a PACS returns
+    them: names stay stable across listings and remounts.  Names equal after case folding collide
+    too, so a copy onto a case-insensitive disk does not lose files.
+    """
+    order = sorted(range(len(candidates)), key=lambda i: (candidates[i], i))
+    pairs = [candidates[i] for i in order]
+    levels = [0] * len(pairs)  # 0: bare name; n: suffix of _HASH_LENGTHS[n - 1] hex digits
+    names = [name for name, _ in pairs]
+    for _ in range(len(_HASH_LENGTHS) + 1):
+        names = [_suffixed(name, uid, level) for (name, uid), level in zip(pairs, levels, strict=True)]
+        clashing = _clashing(names)
+        if not clashing:
+            break
+        for i in clashing:
+            levels[i] = min(levels[i] + 1, len(_HASH_LENGTHS))
+    else:
+        names = _number_remaining(names)
+    result = [""] * len(candidates)
+    for sorted_pos, original in enumerate(order):
+        result[original] = names[sorted_pos]
+    return result
+
+
+def _collision_key(name: str) -> str:
+    """Key under which two names are the same file on a case-insensitive disk (Unicode D145)."""
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", name).casefold())
+
+
+def _clashing(names: Sequence[str]) -> list[int]:
+    """Indexes of names whose collision key is shared with another name."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, name in enumerate(names):
+        groups[_collision_key(name)].append(i)
+    return [i for members in groups.values() if len(members) > 1 for i in members]
+
+
+def _suffixed(name: str, uid: str, level: int) -> str:
+    """`name` with the uid-derived suffix of `level`, kept within MAX_NAME_BYTES."""
+    if level == 0:
+        return name
+    digest = hashlib.sha256(uid.encode("utf-8", "surrogatepass")).hexdigest()
+    tag = f"[{digest[: _HASH_LENGTHS[level - 1]]}]"
+    stem, ext = (name[: -len(_DCM)], _DCM) if name.endswith(_DCM) else (name, "")
+    room = MAX_NAME_BYTES - len(tag.encode("utf-8")) - len(ext) - 1
+    stem = _truncate_utf8(stem, room).rstrip()
+    return f"{stem} {tag}{ext}" if stem else f"{tag}{ext}"
+
+
+def _number_remaining(names: Sequence[str]) -> list[str]:
+    """Last resort (same uid twice): number the clashing names in sorted order."""
+    result = list(names)
+    clashing = set(_clashing(names))
+    used = {_collision_key(n) for i, n in enumerate(names) if i not in clashing}
+    for i in sorted(clashing):
+        counter = 1
+        candidate = names[i]
+        while _collision_key(candidate) in used:
+            counter += 1
+            candidate = _numbered(names[i], counter)
+        used.add(_collision_key(candidate))
+        result[i] = candidate
+    return result
+
+
+def _numbered(name: str, counter: int) -> str:
+    """`name` with ' (n)' before any '.dcm', kept within MAX_NAME_BYTES."""
+    stem, ext = (name[: -len(_DCM)], _DCM) if name.endswith(_DCM) else (name, "")
+    tag = f" ({counter})"
+    return _truncate_utf8(stem, MAX_NAME_BYTES - len(tag) - len(ext)).rstrip() + tag + ext

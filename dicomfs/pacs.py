@@ -1,0 +1,280 @@
+"""The PACS client: C-ECHO, C-FIND, C-MOVE and C-GET over pynetdicom.
+
+Every association gets the same tuning (why: measured on loopback against Orthanc, see issue #3):
+
+* ``TCP_NODELAY`` on our sockets, because neither side disables Nagle and every DIMSE
+  request/response pair otherwise stalls ~40 ms on delayed ACKs;
+* ``max_pdu=0`` (unlimited receive PDU), because the stock 16 kB PDU costs ~10 %;
+* identifiers are not formatted for the debug log (``LOG_RESPONSE_IDENTIFIERS``), which costs
+  ~40 % on large listings even when logging is off.
+
+Every network wait is bounded by the mount's ``timeout``; a silent PACS becomes :class:`PacsError`.
+Each query uses its own short association: pynetdicom 3.0.4 can lose a C-FIND response on a
+reused association when queries come back to back (issue #4).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, _config, build_role, evt
+from pynetdicom.presentation import StoragePresentationContexts
+
+from dicomfs.errors import PacsError
+
+LOGGER = logging.getLogger(__name__)
+
+# Formatting every C-FIND identifier for a debug log nobody reads costs ~40 % of a listing.
+_config.LOG_RESPONSE_IDENTIFIERS = False
+_config.LOG_REQUEST_IDENTIFIERS = False
+
+#: Transfer syntaxes we accept as stored by the PACS: we never transcode, so offer the common
+#: compressed ones next to the uncompressed ones (PS3.5 Annex A).
+TRANSFER_SYNTAXES: tuple[str, ...] = (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    RLELossless,
+)
+
+#: Storage SOP classes that C-GET can deliver: pynetdicom's 120 most common ones, which leaves room
+#: for the Q/R context within the 128 presentation contexts an association may carry (PS3.8 9.3.2.2).
+STORAGE_SOP_CLASSES: tuple[str, ...] = tuple(cx.abstract_syntax or "" for cx in StoragePresentationContexts)
+
+# PS3.4 C.4: statuses of C-FIND/C-MOVE/C-GET responses.
+STATUS_SUCCESS = 0x0000
+STATUS_PENDING = frozenset({0xFF00, 0xFF01})
+STATUS_WARNING = 0xB000
+STATUS_CANCEL = 0xFE00
+
+# SOP Class UIDs (PS3.4 Annex A.4 and C.6); pynetdicom exposes them only as dynamic attributes.
+Verification = "1.2.840.10008.1.1"
+PatientRootQueryRetrieveInformationModelFind = "1.2.840.10008.5.1.4.1.2.1.1"
+PatientRootQueryRetrieveInformationModelMove = "1.2.840.10008.5.1.4.1.2.1.2"
+PatientRootQueryRetrieveInformationModelGet = "1.2.840.10008.5.1.4.1.2.1.3"
+StudyRootQueryRetrieveInformationModelFind = "1.2.840.10008.5.1.4.1.2.2.1"
+StudyRootQueryRetrieveInformationModelMove = "1.2.840.10008.5.1.4.1.2.2.2"
+StudyRootQueryRetrieveInformationModelGet = "1.2.840.10008.5.1.4.1.2.2.3"
+
+_MODELS: Mapping[str, Mapping[str, str]] = {
+    "study": {
+        "find": StudyRootQueryRetrieveInformationModelFind,
+        "move": StudyRootQueryRetrieveInformationModelMove,
+        "get": StudyRootQueryRetrieveInformationModelGet,
+    },
+    "patient": {
+        "find": PatientRootQueryRetrieveInformationModelFind,
+        "move": PatientRootQueryRetrieveInformationModelMove,
+        "get": PatientRootQueryRetrieveInformationModelGet,
+    },
+}
+
+
+@dataclass(frozen=True)
+class PacsAddress:
+    """Where the PACS is and who we are to it."""
+
+    host: str
+    port: int
+    called_aet: str
+    calling_aet: str
+    timeout: float
+    max_associations: int = 4
+    ssl_context: Any = None  # ssl.SSLContext for DICOM over TLS, or None
+
+
+@dataclass(frozen=True)
+class RetrieveOutcome:
+    """The final C-MOVE/C-GET response: PS3.4 C.4.2.1.4 sub-operation counts."""
+
+    status: int
+    completed: int
+    failed: int
+    warning: int
+
+
+def tune_socket(event: evt.Event) -> None:
+    """Disable Nagle on an association's socket (see module docstring)."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # pragma: no cover - e.g. a socket already closed by the peer
+            LOGGER.debug("could not set TCP_NODELAY", exc_info=True)
+
+
+def _status_of(status: Dataset) -> int:
+    """The Status of a response; a missing one means pynetdicom gave up (timeout or abort)."""
+    value = getattr(status, "Status", None)
+    if value is None:
+        raise PacsError("no response from the PACS (timed out or aborted)")
+    return int(value)
+
+
+class PacsClient:
+    """Speaks DIMSE to one PACS. Thread-safe; at most ``max_associations`` associations at once."""
+
+    def __init__(self, address: PacsAddress, model: str = "study") -> None:
+        self.address = address
+        self.model = model
+        self._slots = threading.BoundedSemaphore(address.max_associations)
+
+    # -- associations -------------------------------------------------------------------------
+
+    def _new_ae(self) -> AE:
+        ae = AE(ae_title=self.address.calling_aet)
+        timeout = self.address.timeout
+        ae.acse_timeout = timeout
+        ae.dimse_timeout = timeout
+        ae.network_timeout = timeout
+        ae.connection_timeout = timeout
+        ae.maximum_pdu_size = 0
+        return ae
+
+    @contextmanager
+    def _association(
+        self,
+        contexts: Sequence[tuple[str, Sequence[str]]],
+        *,
+        roles: Sequence[Any] = (),
+        handlers: Sequence[tuple[Any, Callable[..., Any]]] = (),
+    ) -> Iterator[Any]:
+        """An established association, released (or aborted) on exit; waits for a free slot."""
+        if not self._slots.acquire(timeout=self.address.timeout):
+            raise PacsError(f"all {self.address.max_associations} associations to the PACS stay busy")
+        try:
+            ae = self._new_ae()
+            for abstract, syntaxes in contexts:
+                ae.add_requested_context(abstract, list(syntaxes))
+            tls_args = (self.address.ssl_context, self.address.host) if self.address.ssl_context else None
+            assoc = ae.associate(
+                self.address.host,
+                self.address.port,
+                ae_title=self.address.called_aet,
+                max_pdu=0,
+                ext_neg=list(roles) or None,
+                evt_handlers=[(evt.EVT_CONN_OPEN, tune_socket), *handlers],
+                tls_args=tls_args,
+            )
+            if not assoc.is_established:
+                raise PacsError(self._refusal_reason(assoc))
+            try:
+                yield assoc
+            except BaseException:
+                assoc.abort()
+                raise
+            else:
+                assoc.release()
+        finally:
+            self._slots.release()
+
+    def _refusal_reason(self, assoc: Any) -> str:
+        where = f"{self.address.called_aet}@{self.address.host}:{self.address.port}"
+        if assoc.is_rejected:
+            return f"association rejected by {where}"
+        if assoc.is_aborted:
+            return f"association aborted by {where}"
+        return f"cannot reach PACS {where}"
+
+    # -- services ------------------------------------------------------------------------------
+
+    def echo(self) -> None:
+        """C-ECHO; raises PacsError unless the PACS answers Success."""
+        with self._association([(Verification, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]) as assoc:
+            status = assoc.send_c_echo()
+            if _status_of(status) != STATUS_SUCCESS:
+                raise PacsError(f"C-ECHO failed with status 0x{int(status.Status):04X}")
+
+    def find(self, identifier: Dataset) -> list[Dataset]:
+        """C-FIND with ``identifier`` in the mount's query model; all matches, or PacsError."""
+        model = _MODELS[self.model]["find"]
+        started = time.monotonic()
+        matches: list[Dataset] = []
+        with self._association([(model, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]) as assoc:
+            for status, match in assoc.send_c_find(identifier, model):
+                code = _status_of(status)
+                if code in STATUS_PENDING:
+                    if match is not None:
+                        matches.append(match)
+                elif code == STATUS_SUCCESS:
+                    break
+                else:
+                    raise PacsError(f"C-FIND failed with status 0x{code:04X}")
+        LOGGER.debug(
+            "C-FIND %s: %d matches in %.3f s",
+            identifier.get("QueryRetrieveLevel", "?"),
+            len(matches),
+            time.monotonic() - started,
+        )
+        return matches
+
+    def move(self, identifier: Dataset, destination: str) -> RetrieveOutcome:
+        """C-MOVE to ``destination`` (our storage SCP's AE title); sub-operations arrive there."""
+        model = _MODELS[self.model]["move"]
+        with self._association([(model, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]) as assoc:
+            return self._collect(assoc.send_c_move(identifier, destination, model), "C-MOVE")
+
+    def get(self, identifier: Dataset, on_store: Callable[[evt.Event], int]) -> RetrieveOutcome:
+        """C-GET: the PACS sends C-STOREs on this same association, to ``on_store``."""
+        model = _MODELS[self.model]["get"]
+        contexts: list[tuple[str, Sequence[str]]] = [
+            (model, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        ]
+        contexts += [(uid, TRANSFER_SYNTAXES) for uid in STORAGE_SOP_CLASSES]
+        # PS3.4 C.4.3.1.3: the C-GET SCU must take the SCP role for the storage classes.
+        roles = [build_role(uid, scp_role=True) for uid in STORAGE_SOP_CLASSES]
+        handlers = [(evt.EVT_C_STORE, on_store)]
+        with self._association(contexts, roles=roles, handlers=handlers) as assoc:
+            return self._collect(assoc.send_c_get(identifier, model), "C-GET")
+
+    @staticmethod
+    def _collect(responses: Iterator[tuple[Dataset, Dataset | None]], service: str) -> RetrieveOutcome:
+        """Drain C-MOVE/C-GET responses to the final one (PS3.4 C.4.2.1.4)."""
+        final: Dataset | None = None
+        for status, _identifier in responses:
+            code = _status_of(status)
+            if code not in STATUS_PENDING:
+                final = status
+                break
+        if final is None:
+            raise PacsError(f"{service} ended without a final response")
+        outcome = RetrieveOutcome(
+            status=int(final.Status),
+            completed=int(final.get("NumberOfCompletedSuboperations", 0) or 0),
+            failed=int(final.get("NumberOfFailedSuboperations", 0) or 0),
+            warning=int(final.get("NumberOfWarningSuboperations", 0) or 0),
+        )
+        LOGGER.debug("%s final status 0x%04X: %s", service, outcome.status, outcome)
+        return outcome

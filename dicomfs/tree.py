@@ -1,0 +1,342 @@
+"""The DICOM-side model of the mount: paths to patients, studies, series and instances.
+
+    /                                      patients      (C-FIND, STUDY or PATIENT level)
+    /<patient>                             studies       (C-FIND STUDY level)
+    /<patient>/<study>                     series        (C-FIND SERIES level)
+    /<patient>/<study>/<series>            instances     (C-FIND IMAGE level)
+    /<patient>/<study>/<series>/<n>.dcm    one SOP instance, retrieved with its series
+
+Listings are cached (``ListingCache``) for ``ttl``; a stale listing is served, with a warning,
+when the PACS cannot be reached. Only what the listing shows is asked for: Orthanc opens every
+file for non-indexed IMAGE-level keys (issue #3). This module knows nothing of FUSE.
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from pydicom.dataset import Dataset
+
+from dicomfs import naming
+from dicomfs.cache import InstanceStore, ListingCache
+from dicomfs.errors import NotFound, PacsError
+from dicomfs.pacs import PacsClient
+from dicomfs.retrieval import RetrievalScheduler, SeriesRef
+
+LOGGER = logging.getLogger(__name__)
+
+PATIENT, STUDY, SERIES, INSTANCE = "patient", "study", "series", "instance"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One directory entry: a patient, study or series directory, or an instance file."""
+
+    name: str
+    kind: str
+    patient_id: str
+    study_uid: str = ""
+    series_uid: str = ""
+    sop_uid: str = ""
+    mtime: float = 0.0
+
+
+@dataclass
+class Listing:
+    """The entries of one directory, by name."""
+
+    entries: tuple[Entry, ...]
+    by_name: dict[str, Entry] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.by_name = {entry.name: entry for entry in self.entries}
+
+
+def dicom_time(date: str, clock: str = "") -> float:
+    """DA (+ TM) as seconds since the epoch, read as UTC so it is the same on every machine; 0 if invalid."""
+    digits = "".join(ch for ch in clock.split(".")[0] if ch.isdigit())[:6].ljust(6, "0")
+    try:
+        parsed = datetime.strptime(date.strip()[:8] + digits, "%Y%m%d%H%M%S")
+    except ValueError:
+        return 0.0
+    return float(calendar.timegm(parsed.timetuple()))
+
+
+def _query(level: str, **keys: str) -> Dataset:
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = level
+    for keyword, value in keys.items():
+        setattr(identifier, keyword, value)
+    return identifier
+
+
+def _unique_rows(rows: Sequence[Dataset], uid_keyword: str, level: str) -> list[Dataset]:
+    """Drop malformed C-FIND matches (no UID, a duplicate UID, another level), saying so."""
+    seen: set[str] = set()
+    kept = []
+    for row in rows:
+        uid = naming.text_of(row, uid_keyword).strip()
+        row_level = naming.text_of(row, "QueryRetrieveLevel").strip()
+        if row_level and row_level != level:
+            LOGGER.warning("skipping a C-FIND match at level %r in a %s listing", row_level, level)
+        elif not uid:
+            LOGGER.warning("skipping a C-FIND %s match without %s", level, uid_keyword)
+        elif uid in seen:
+            LOGGER.warning("skipping a duplicate C-FIND %s match for %s", level, uid)
+        else:
+            seen.add(uid)
+            kept.append(row)
+    return kept
+
+
+class Tree:
+    """Resolves paths to entries and lists directories, through the cache and the PACS."""
+
+    def __init__(
+        self,
+        client: PacsClient,
+        listings: ListingCache,
+        store: InstanceStore,
+        scheduler: RetrievalScheduler,
+        *,
+        cache_prefix: str,
+    ) -> None:
+        self._client = client
+        self._listings = listings
+        self._store = store
+        self._scheduler = scheduler
+        # Listings of different PACSes must not mix when they share a cachedir.
+        self._prefix = cache_prefix
+        self.mount_time = time.time()
+        self._key_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._locks_lock = threading.Lock()
+
+    # -- paths --------------------------------------------------------------------------------
+
+    def resolve(self, path: str) -> Entry | None:
+        """The entry at ``path``; None for the root; NotFound when there is no such name."""
+        parts = [part for part in path.split("/") if part]
+        if len(parts) > 4:
+            raise NotFound(path)
+        entry: Entry | None = None
+        for part in parts:
+            found = self.children(entry).by_name.get(part)
+            if found is None:
+                raise NotFound(path)
+            entry = found
+        return entry
+
+    def children(self, entry: Entry | None) -> Listing:
+        """The listing of a directory entry (None: the root)."""
+        if entry is None:
+            return self._cached("patients", self._find_patients)
+        if entry.kind == PATIENT:
+            return self._cached(f"studies/{entry.patient_id}", lambda: self._find_studies(entry))
+        if entry.kind == STUDY:
+            return self._cached(f"series/{entry.study_uid}", lambda: self._find_series(entry))
+        if entry.kind == SERIES:
+            return self._cached(f"instances/{entry.series_uid}", lambda: self._find_instances(entry))
+        raise NotFound(entry.name)
+
+    # -- instances ----------------------------------------------------------------------------
+
+    def instance_size(self, entry: Entry) -> int:
+        """The exact size of an instance file: from the cache, or by retrieving its series."""
+        size = self._store.size_of(entry.sop_uid)
+        if size is not None:
+            return size
+        # The series listing that named this file is cached (maybe stale: that is fine here).
+        got = self._listings.get(f"{self._prefix}/instances/{entry.series_uid}")
+        siblings = [sibling.sop_uid for sibling in got[0].entries] if got else [entry.sop_uid]
+        ref = SeriesRef(entry.patient_id, entry.study_uid, entry.series_uid)
+        return self._scheduler.fetch(ref, entry.sop_uid, siblings)
+
+    def open_instance(self, entry: Entry) -> int:
+        """An OS file descriptor on the instance's cached file, retrieving it first if needed."""
+        for _attempt in range(2):  # eviction may strike between retrieval and open: once more
+            self.instance_size(entry)
+            fd = self._store.open(entry.sop_uid)
+            if fd is not None:
+                return fd
+        raise PacsError(f"{entry.sop_uid} left the cache as soon as it arrived (cachesize too small?)")
+
+    # -- listings -----------------------------------------------------------------------------
+
+    def _cached(self, key: str, find: Callable[[], Listing]) -> Listing:
+        """A fresh cached listing, or a new one from the PACS (one C-FIND per key at a time)."""
+        key = f"{self._prefix}/{key}"
+        got = self._listings.get(key)
+        if got is not None and got[1]:
+            return got[0]
+        with self._locks_lock:
+            lock = self._key_locks[key]
+        with lock:
+            got = self._listings.get(key)
+            if got is not None and got[1]:
+                return got[0]
+            try:
+                listing = find()
+            except PacsError as exc:
+                if got is None:
+                    raise
+                LOGGER.warning("PACS unavailable (%s); serving the cached listing of %s", exc, key)
+                return got[0]
+            self._listings.put(key, listing)
+            return listing
+
+    def _find_patients(self) -> Listing:
+        if self._client.model == "patient":
+            rows = self._client.find(_query("PATIENT", PatientID="", PatientName=""))
+            rows = _unique_rows(rows, "PatientID", "PATIENT")
+            return self._name_patients({naming.text_of(r, "PatientID"): (r, 0.0) for r in rows})
+        rows = self._client.find(self._study_query(PatientID="", PatientName=""))
+        rows = _unique_rows(rows, "StudyInstanceUID", "STUDY")
+        by_patient: dict[str, list[Dataset]] = defaultdict(list)
+        for row in rows:
+            by_patient[naming.text_of(row, "PatientID")].append(row)
+        patients = {}
+        for patient_id, studies in by_patient.items():
+            # Merged by Patient ID; the name of the newest study stands for the patient.
+            newest = max(studies, key=lambda r: (self._study_time(r), naming.text_of(r, "StudyInstanceUID")))
+            patients[patient_id] = (newest, self._study_time(newest))
+        listing = self._name_patients(patients)
+        # The same answer lists every patient's studies: save each patient directory a C-FIND.
+        for entry in listing.entries:
+            studies_listing = self._name_studies(entry.patient_id, by_patient[entry.patient_id])
+            self._listings.put(f"{self._prefix}/studies/{entry.patient_id}", studies_listing)
+        return listing
+
+    def _name_patients(self, patients: dict[str, tuple[Dataset, float]]) -> Listing:
+        pairs = [
+            (naming.patient_dir_name(naming.text_of(row, "PatientName"), patient_id), patient_id)
+            for patient_id, (row, _mtime) in patients.items()
+        ]
+        names = naming.make_unique(pairs)
+        entries = [
+            Entry(name=name, kind=PATIENT, patient_id=patient_id, mtime=mtime or self.mount_time)
+            for name, (patient_id, (_row, mtime)) in zip(names, patients.items(), strict=True)
+        ]
+        return Listing(tuple(sorted(entries, key=lambda e: e.name)))
+
+    def _study_query(self, **keys: str) -> Dataset:
+        return _query(
+            "STUDY",
+            StudyInstanceUID="",
+            StudyDate="",
+            StudyTime="",
+            StudyDescription="",
+            AccessionNumber="",
+            **keys,
+        )
+
+    @staticmethod
+    def _study_time(row: Dataset) -> float:
+        return dicom_time(naming.text_of(row, "StudyDate"), naming.text_of(row, "StudyTime"))
+
+    def _find_studies(self, patient: Entry) -> Listing:
+        rows = self._client.find(self._study_query(PatientID=patient.patient_id))
+        # The PACS matches wildcards and treats an empty ID as "any": keep exact matches only.
+        rows = [r for r in rows if naming.text_of(r, "PatientID") == patient.patient_id]
+        return self._name_studies(patient.patient_id, _unique_rows(rows, "StudyInstanceUID", "STUDY"))
+
+    def _name_studies(self, patient_id: str, rows: Sequence[Dataset]) -> Listing:
+        pairs = [
+            (
+                naming.study_dir_name(
+                    naming.text_of(r, "StudyDate"),
+                    naming.text_of(r, "StudyDescription"),
+                    naming.text_of(r, "AccessionNumber"),
+                ),
+                naming.text_of(r, "StudyInstanceUID").strip(),
+            )
+            for r in rows
+        ]
+        names = naming.make_unique(pairs)
+        entries = [
+            Entry(
+                name=name,
+                kind=STUDY,
+                patient_id=patient_id,
+                study_uid=uid,
+                mtime=self._study_time(row) or self.mount_time,
+            )
+            for name, (_base, uid), row in zip(names, pairs, rows, strict=True)
+        ]
+        return Listing(tuple(sorted(entries, key=lambda e: e.name)))
+
+    def _find_series(self, study: Entry) -> Listing:
+        keys = {
+            "StudyInstanceUID": study.study_uid,
+            "SeriesInstanceUID": "",
+            "SeriesNumber": "",
+            "Modality": "",
+            "SeriesDescription": "",
+        }
+        if self._client.model == "patient":
+            keys["PatientID"] = study.patient_id
+        rows = _unique_rows(self._client.find(_query("SERIES", **keys)), "SeriesInstanceUID", "SERIES")
+        rows = [r for r in rows if naming.text_of(r, "StudyInstanceUID").strip() in ("", study.study_uid)]
+        pairs = [
+            (
+                naming.series_dir_name(
+                    naming.text_of(r, "SeriesNumber"),
+                    naming.text_of(r, "Modality"),
+                    naming.text_of(r, "SeriesDescription"),
+                ),
+                naming.text_of(r, "SeriesInstanceUID").strip(),
+            )
+            for r in rows
+        ]
+        entries = [
+            Entry(
+                name=name,
+                kind=SERIES,
+                patient_id=study.patient_id,
+                study_uid=study.study_uid,
+                series_uid=uid,
+                mtime=study.mtime,
+            )
+            for name, (_base, uid) in zip(naming.make_unique(pairs), pairs, strict=True)
+        ]
+        return Listing(tuple(sorted(entries, key=lambda e: e.name)))
+
+    def _find_instances(self, series: Entry) -> Listing:
+        keys = {
+            "StudyInstanceUID": series.study_uid,
+            "SeriesInstanceUID": series.series_uid,
+            "SOPInstanceUID": "",
+            "InstanceNumber": "",
+        }
+        if self._client.model == "patient":
+            keys["PatientID"] = series.patient_id
+        rows = _unique_rows(self._client.find(_query("IMAGE", **keys)), "SOPInstanceUID", "IMAGE")
+        rows = [r for r in rows if naming.text_of(r, "SeriesInstanceUID").strip() in ("", series.series_uid)]
+        pairs = [
+            (
+                naming.instance_file_name(
+                    naming.text_of(r, "InstanceNumber"), naming.text_of(r, "SOPInstanceUID")
+                ),
+                naming.text_of(r, "SOPInstanceUID").strip(),
+            )
+            for r in rows
+        ]
+        entries = [
+            Entry(
+                name=name,
+                kind=INSTANCE,
+                patient_id=series.patient_id,
+                study_uid=series.study_uid,
+                series_uid=series.series_uid,
+                sop_uid=uid,
+                mtime=series.mtime,
+            )
+            for name, (_base, uid) in zip(naming.make_unique(pairs), pairs, strict=True)
+        ]
+        return Listing(tuple(sorted(entries, key=lambda e: e.name)))
