@@ -25,53 +25,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.uid import (
-    JPEG2000,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
-)
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, _config, build_role, evt
-from pynetdicom.presentation import StoragePresentationContexts
 
 from dicomfs.errors import PacsError
+from dicomfs.negotiation import MAX_CONTEXTS, get_storage_contexts
 
 LOGGER = logging.getLogger(__name__)
 
 # Formatting every C-FIND identifier for a debug log nobody reads costs ~40 % of a listing.
 _config.LOG_RESPONSE_IDENTIFIERS = False
 _config.LOG_REQUEST_IDENTIFIERS = False
-
-#: Transfer syntaxes we accept as stored by the PACS: we never transcode, so offer the common
-#: compressed ones next to the uncompressed ones (PS3.5 Annex A).
-TRANSFER_SYNTAXES: tuple[str, ...] = (
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    JPEG2000Lossless,
-    JPEG2000,
-    RLELossless,
-)
-
-#: Storage SOP classes that C-GET can deliver: pynetdicom's 120 most common ones, which leaves room
-#: for the Q/R context within the 128 presentation contexts an association may carry (PS3.8 9.3.2.2).
-STORAGE_SOP_CLASSES: tuple[str, ...] = tuple(cx.abstract_syntax or "" for cx in StoragePresentationContexts)
 
 # PS3.4 C.4: statuses of C-FIND/C-MOVE/C-GET responses.
 STATUS_SUCCESS = 0x0000
@@ -246,15 +210,25 @@ class PacsClient:
         with self._association([(model, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]) as assoc:
             return self._collect(assoc.send_c_move(identifier, destination, model), "C-MOVE")
 
-    def get(self, identifier: Dataset, on_store: Callable[[evt.Event], int]) -> RetrieveOutcome:
-        """C-GET: the PACS sends C-STOREs on this same association, to ``on_store``."""
+    def get(
+        self,
+        identifier: Dataset,
+        on_store: Callable[[evt.Event], int],
+        sop_classes: Sequence[str] = (),
+        compressed_first: bool = False,
+    ) -> RetrieveOutcome:
+        """C-GET: the PACS sends C-STOREs on this same association, to ``on_store``.
+
+        ``sop_classes`` (the series', or [] when unknown) and ``compressed_first`` choose the
+        storage contexts offered: see ``negotiation.get_storage_contexts``.
+        """
         model = _MODELS[self.model]["get"]
-        contexts: list[tuple[str, Sequence[str]]] = [
-            (model, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-        ]
-        contexts += [(uid, TRANSFER_SYNTAXES) for uid in STORAGE_SOP_CLASSES]
+        uncompressed = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+        contexts: list[tuple[str, Sequence[str]]] = [(model, uncompressed)]
+        contexts += get_storage_contexts(sop_classes, MAX_CONTEXTS - 1, compressed_first)
+        classes = list(dict.fromkeys(uid for uid, _ in contexts[1:]))
         # PS3.4 C.4.3.1.3: the C-GET SCU must take the SCP role for the storage classes.
-        roles = [build_role(uid, scp_role=True) for uid in STORAGE_SOP_CLASSES]
+        roles = [build_role(uid, scp_role=True) for uid in classes]
         handlers = [(evt.EVT_C_STORE, on_store)]
         with self._association(contexts, roles=roles, handlers=handlers) as assoc:
             return self._collect(assoc.send_c_get(identifier, model), "C-GET")

@@ -164,10 +164,7 @@ class RetrievalScheduler:
         started = time.monotonic()
         error: str | None = None
         try:
-            outcome = self._retrieve(job.ref)
-            error = self._judge(job, outcome)
-        except PacsError as exc:
-            error = str(exc)
+            error = self._attempt_all(job)
         except Exception as exc:  # a worker must always finish its job, or waiters would hang
             LOGGER.exception("retrieval of series %s crashed", job.ref.series_uid)
             error = f"internal error: {exc}"
@@ -186,16 +183,68 @@ class RetrievalScheduler:
         else:
             LOGGER.info("series %s: %d instances in %.2f s", job.ref.series_uid, len(job.sizes), elapsed)
 
-    def _retrieve(self, ref: SeriesRef) -> RetrieveOutcome:
+    def _attempt_all(self, job: SeriesJob) -> str | None:
+        """Retrieve, and when sub-operations failed, try the next way; the final error or None.
+
+        A PACS that cannot convert (dcmqrscp) fails every sub-operation whose stored transfer
+        syntax is not that of the context it picked: C-MOVE uses the syntaxes it proposes, and its
+        C-GET takes the first context accepted for the SOP class. So after failed sub-operations
+        come C-GET with uncompressed syntaxes offered first, then with compressed ones first.
+        """
+        attempts = [("get", False), ("get", True)]
+        if self._method == "move":
+            attempts.insert(0, ("move", False))
+        sop_classes: list[str] | None = None
+        error: str | None = None
+        for number, (service, compressed_first) in enumerate(attempts):
+            if number:
+                order = "compressed" if compressed_first else "uncompressed"
+                LOGGER.warning(
+                    "series %s: %s; trying C-GET, %s syntaxes first", job.ref.series_uid, error, order
+                )
+            if service == "get" and sop_classes is None:
+                sop_classes = self._sop_classes(job.ref)
+            try:
+                outcome = self._retrieve(job.ref, service, sop_classes or [], compressed_first)
+            except PacsError as exc:
+                return str(exc) if error is None else f"{error}; then C-GET: {exc}"
+            error = self._judge(job, outcome)
+            if error is None or not outcome.failed:
+                return error
+        return error
+
+    def _retrieve(
+        self, ref: SeriesRef, service: str, sop_classes: Sequence[str], compressed_first: bool
+    ) -> RetrieveOutcome:
         identifier = Dataset()
         identifier.QueryRetrieveLevel = "SERIES"
         if self._client.model == "patient":
             identifier.PatientID = ref.patient_id
         identifier.StudyInstanceUID = ref.study_uid
         identifier.SeriesInstanceUID = ref.series_uid
-        if self._method == "get":
-            return self._client.get(identifier, self._receiver.handle_store)
+        if service == "get":
+            return self._client.get(identifier, self._receiver.handle_store, sop_classes, compressed_first)
         return self._client.move(identifier, self._destination)
+
+    def _sop_classes(self, ref: SeriesRef) -> list[str]:
+        """The series' SOP classes, so C-GET can offer each its stored syntax; [] if unknown.
+
+        Asked only when retrieving: SOPClassUID is not an indexed key for every PACS.
+        """
+        query = Dataset()
+        query.QueryRetrieveLevel = "IMAGE"
+        if self._client.model == "patient":
+            query.PatientID = ref.patient_id
+        query.StudyInstanceUID = ref.study_uid
+        query.SeriesInstanceUID = ref.series_uid
+        query.SOPInstanceUID = ""
+        query.SOPClassUID = ""
+        try:
+            rows = self._client.find(query)
+        except PacsError as exc:
+            LOGGER.info("series %s: SOP classes unknown (%s)", ref.series_uid, exc)
+            return []
+        return sorted({str(row.get("SOPClassUID", "")) for row in rows} - {""})
 
     def _judge(self, job: SeriesJob, outcome: RetrieveOutcome) -> str | None:
         """Why the job failed, or None; logs partial deliveries (PS3.4 C.4.2.1.4 statuses)."""

@@ -18,14 +18,21 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 import pydicom
-from pynetdicom import AE, evt
+from pynetdicom import AE, _config, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 
 from dicomfs.cache import InstanceStore, discard
 from dicomfs.errors import StorageFull
-from dicomfs.pacs import TRANSFER_SYNTAXES, tune_socket
+from dicomfs.negotiation import TRANSFER_SYNTAXES
+from dicomfs.pacs import tune_socket
 
 LOGGER = logging.getLogger(__name__)
+
+# Accept every storage context with the transfer syntax the sender lists first, and unknown or
+# private storage classes too: we store bytes and never decode, so the sender's preference (its
+# stored syntax) is the right one. pynetdicom's default would pick from *our* list, and a PACS that
+# cannot convert (dcmqrscp) then fails the sub-operation.
+_config.UNRESTRICTED_STORAGE_SERVICE = True
 
 # PS3.4 B.2.3 / PS3.7 C.4: C-STORE response statuses.
 STORE_SUCCESS = 0x0000

@@ -7,6 +7,7 @@ reach dcmqrscp's forked per-association children too. Storage lives in ``workdir
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 from pydicom.uid import UID
 from pynetdicom import AE
@@ -64,6 +66,9 @@ def echo(host: str, port: int, ae_title: str, timeout_s: float = 2.0) -> bool:
         return bool(status) and status.Status == 0x0000
     finally:
         assoc.release()
+
+
+_Server = TypeVar("_Server", bound="_ServerProcess")
 
 
 class _ServerProcess:
@@ -123,10 +128,8 @@ class _ServerProcess:
 
     def _signal(self, signum: int) -> None:
         assert self._process is not None
-        try:
+        with contextlib.suppress(ProcessLookupError):  # the whole group is already gone
             os.killpg(self._process.pid, signum)
-        except ProcessLookupError:
-            pass
 
     def stop(self) -> None:
         """SIGTERM the process group, wait, SIGKILL if it lingers. Storage is kept."""
@@ -156,7 +159,7 @@ class _ServerProcess:
         except OSError:
             return "(no log)"
 
-    def __enter__(self) -> _ServerProcess:
+    def __enter__(self: _Server) -> _Server:
         self.start()
         return self
 
@@ -245,7 +248,11 @@ class DcmqrscpServer(_ServerProcess):
     """DCMTK dcmqrscp with a generated dcmqrscp.cfg; instances are indexed with dcmqridx.
 
     Answers are converted to UTF-8 (``-Cr +U8``), so C-FIND responses carry ISO_IR 192 whatever
-    the stored character set. Incoming and outgoing associations allow RLE Lossless (``+xr``/``-xr``).
+    the stored character set. Incoming associations (our C-GET) accept RLE Lossless (``+xr``); outgoing ones (C-MOVE
+    sub-operations) propose uncompressed syntaxes only, so dicomfs falls back to C-GET for RLE data.
+    dcmqrscp cannot transcode RLE: on a C-MOVE it sends every instance of a SOP class over the one
+    context the destination accepted, so RLE instances arrive only if the destination prefers RLE
+    (and uncompressed ones of the same class then fail). C-GET picks the context by transfer syntax.
     """
 
     name = "dcmqrscp"
@@ -264,7 +271,7 @@ class DcmqrscpServer(_ServerProcess):
             f"dest{index} = ({dest.ae_title}, {dest.host}, {dest.port})"
             for index, dest in enumerate(self.destinations)
         )
-        # AETable: title, storage area, access, quota (max studies, max bytes per study), peers.
+        # AETable: title, storage area, access, quota (max studies, capped at 500; bytes per study), peers.
         self.config_path.write_text(
             f"NetworkTCPPort = {self.port}\n"
             "MaxPDUSize = 16384\n"
@@ -272,7 +279,7 @@ class DcmqrscpServer(_ServerProcess):
             f"HostTable BEGIN\n{hosts}\nHostTable END\n"
             "VendorTable BEGIN\nVendorTable END\n"
             "AETable BEGIN\n"
-            f"{self.ae_title} {self.storage_dir} RW (10000, 1024mb) ANY\n"
+            f"{self.ae_title} {self.storage_dir} RW (500, 1024mb) ANY\n"
             "AETable END\n",
             encoding="utf-8",
         )
@@ -283,8 +290,7 @@ class DcmqrscpServer(_ServerProcess):
             "--config",
             str(self.config_path),
             "--disable-host-lookup",
-            "--prefer-rle",
-            "--propose-rle",
+            "--prefer-rle",  # incoming (our C-GET): accept RLE contexts next to uncompressed ones
             "--override-charset",
             "--convert-to-utf8",
         ]

@@ -1,0 +1,66 @@
+"""Shared fixtures: the synthetic archive, real PACS servers on loopback, and real mounts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from tests.pacs_servers import DcmqrscpServer, MoveDestination, OrthancServer, free_port
+from tests.synthetic import write_test_archive
+
+#: Our storage SCP's AE title in every test mount; both servers know it as a move destination.
+DICOMFS_AET = "DICOMFS"
+
+
+@pytest.fixture(scope="session")
+def archive_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return write_test_archive(tmp_path_factory.mktemp("archive"))
+
+
+@pytest.fixture(scope="session")
+def archive_by_sop(archive_files: list[Path]) -> dict[str, pydicom.Dataset]:
+    """The source datasets, by SOP Instance UID, to compare copies with."""
+    datasets = [pydicom.dcmread(path) for path in archive_files]
+    return {str(ds.SOPInstanceUID): ds for ds in datasets}
+
+
+@pytest.fixture(scope="session")
+def move_port() -> int:
+    """The port of the storage SCP of every C-MOVE test mount (the servers must know it)."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def orthanc(
+    tmp_path_factory: pytest.TempPathFactory, archive_files: list[Path], move_port: int
+) -> Iterator[OrthancServer]:
+    server = OrthancServer(
+        tmp_path_factory.mktemp("orthanc"),
+        destinations=[MoveDestination(DICOMFS_AET, "127.0.0.1", move_port)],
+    )
+    with server:
+        server.load(archive_files)
+        yield server
+
+
+@pytest.fixture(scope="session")
+def dcmqrscp(
+    tmp_path_factory: pytest.TempPathFactory, archive_files: list[Path], move_port: int
+) -> Iterator[DcmqrscpServer]:
+    server = DcmqrscpServer(
+        tmp_path_factory.mktemp("dcmqrscp"),
+        destinations=[MoveDestination(DICOMFS_AET, "127.0.0.1", move_port)],
+    )
+    server.load(archive_files)
+    with server:
+        yield server
+
+
+@pytest.fixture(params=["orthanc", "dcmqrscp"])
+def pacs(request: pytest.FixtureRequest) -> OrthancServer | DcmqrscpServer:
+    """Each real PACS in turn."""
+    server: OrthancServer | DcmqrscpServer = request.getfixturevalue(request.param)
+    return server

@@ -1,0 +1,96 @@
+"""Real dicomfs mounts for tests: run the CLI, wait for the mount, always unmount and stop it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+MOUNT_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 15.0
+
+
+def is_mounted(mountpoint: Path) -> bool:
+    target = os.path.realpath(mountpoint)
+    with open("/proc/mounts", encoding="utf-8") as mounts:
+        return any(
+            line.split()[1].encode().decode("unicode_escape") == target and "fuse" in line.split()[2]
+            for line in mounts
+        )
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.05) -> None:
+    """Poll ``condition`` until true; AssertionError naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def dicomfs_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dicomfs", *args]
+
+
+@dataclass
+class Mount:
+    """A running foreground dicomfs process and its mount point."""
+
+    mountpoint: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def unmount(self) -> None:
+        """Unmount with fusermount3 (as a user would) and wait for the process to end."""
+        if is_mounted(self.mountpoint):
+            subprocess.run(["fusermount3", "-u", str(self.mountpoint)], check=False, capture_output=True)
+        self._reap()
+
+    def _reap(self) -> None:
+        try:
+            self.process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=STOP_TIMEOUT_S)
+        if is_mounted(self.mountpoint):  # the process died without unmounting
+            subprocess.run(["fusermount3", "-uz", str(self.mountpoint)], check=False, capture_output=True)
+
+
+def mount_options(**options: object) -> str:
+    return ",".join(f"{key}={value}" for key, value in options.items())
+
+
+@contextlib.contextmanager
+def mounted(mountpoint: Path, options: str, extra_args: Sequence[str] = ()) -> Iterator[Mount]:
+    """Mount in the foreground (so the test owns the PID); unmount and stop it even on failure."""
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    log = mountpoint.with_name(mountpoint.name + ".log")
+    with open(log, "ab") as log_file:
+        process = subprocess.Popen(
+            dicomfs_command(str(mountpoint), "-f", "-o", options, *extra_args),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    handle = Mount(mountpoint, process, log)
+    try:
+        wait_until(lambda: is_mounted(mountpoint) or process.poll() is not None, MOUNT_TIMEOUT_S, "the mount")
+        if not is_mounted(mountpoint):
+            raise AssertionError(f"dicomfs exited with {process.returncode}:\n{handle.log_text()}")
+        yield handle
+    finally:
+        handle.unmount()
+
+
+def terminate(handle: Mount, signum: int = signal.SIGTERM) -> None:
+    """Send ``signum`` to the dicomfs process we started."""
+    handle.process.send_signal(signum)
