@@ -248,11 +248,11 @@ class DcmqrscpServer(_ServerProcess):
     """DCMTK dcmqrscp with a generated dcmqrscp.cfg; instances are indexed with dcmqridx.
 
     Answers are converted to UTF-8 (``-Cr +U8``), so C-FIND responses carry ISO_IR 192 whatever
-    the stored character set. Incoming associations (our C-GET) accept RLE Lossless (``+xr``); outgoing ones (C-MOVE
-    sub-operations) propose uncompressed syntaxes only, so dicomfs falls back to C-GET for RLE data.
-    dcmqrscp cannot transcode RLE: on a C-MOVE it sends every instance of a SOP class over the one
-    context the destination accepted, so RLE instances arrive only if the destination prefers RLE
-    (and uncompressed ones of the same class then fail). C-GET picks the context by transfer syntax.
+    the stored character set. Incoming associations (our C-GET) accept RLE Lossless (``+xr``);
+    outgoing ones (C-MOVE sub-operations) propose uncompressed syntaxes only, so dicomfs falls
+    back to C-GET for RLE data. dcmqrscp cannot transcode RLE: it sends every instance of a SOP
+    class over the first context accepted for it (C-MOVE: the one it proposed; C-GET: the first
+    one we proposed), so dicomfs retries C-GET with compressed syntaxes offered first.
     """
 
     name = "dcmqrscp"
