@@ -234,7 +234,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("allow_root", BOOL, False, "FUSE: let root access the mount", fuse=True),
     Option("default_permissions", BOOL, False, "FUSE: let the kernel check permissions", fuse=True),
     Option("auto_unmount", BOOL, False, "FUSE: unmount when the process dies", fuse=True),
-    Option("fsname", TEXT, "", "FUSE: file system name shown by mount/df", "libfuse default", fuse=True),
+    Option("fsname", TEXT, "", "FUSE: file system name shown by mount/df", "dicomfs", fuse=True),
 )
 OPTIONS_BY_NAME: Mapping[str, Option] = MappingProxyType({option.name: option for option in OPTIONS})
 
@@ -402,6 +402,7 @@ def format_help(prog: str = "dicomfs") -> str:
     """Usage text for ``-h``: flags, then one line per option with its default."""
     lines = [
         f"usage: {prog} MOUNTPOINT [-f] [-d] [-s] [-o name=value[,name=value...]] [name=value,...]",
+        f"       {prog} demo MOUNTPOINT [-f]   (a bundled sample archive, served on loopback)",
         "",
         "Mount a DICOM archive (PACS) as a read-only directory tree.",
         "",
