@@ -16,7 +16,6 @@ reused association when queries come back to back (issue #4).
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -30,12 +29,14 @@ from pynetdicom import AE, _config, build_role, evt
 
 from dicomfs.errors import PacsError
 from dicomfs.negotiation import MAX_CONTEXTS, get_storage_contexts
+from dicomfs.tuning import install, tune_socket
 
 LOGGER = logging.getLogger(__name__)
 
 # Formatting every C-FIND identifier for a debug log nobody reads costs ~40 % of a listing.
 _config.LOG_RESPONSE_IDENTIFIERS = False
 _config.LOG_REQUEST_IDENTIFIERS = False
+install()
 
 # PS3.4 C.4: statuses of C-FIND/C-MOVE/C-GET responses.
 STATUS_SUCCESS = 0x0000
@@ -89,16 +90,6 @@ class RetrieveOutcome:
     warning: int
 
 
-def tune_socket(event: evt.Event) -> None:
-    """Disable Nagle on an association's socket (see module docstring)."""
-    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:  # pragma: no cover - e.g. a socket already closed by the peer
-            LOGGER.debug("could not set TCP_NODELAY", exc_info=True)
-
-
 def _status_of(status: Dataset) -> int:
     """The Status of a response; a missing one means pynetdicom gave up (timeout or abort)."""
     value = getattr(status, "Status", None)
@@ -135,9 +126,14 @@ class PacsClient:
         roles: Sequence[Any] = (),
         handlers: Sequence[tuple[Any, Callable[..., Any]]] = (),
     ) -> Iterator[Any]:
-        """An established association, released (or aborted) on exit; waits for a free slot."""
+        """An established association, released (or aborted) on exit; waits for a free slot.
+
+        A-RELEASE takes pynetdicom ~10 ms of polling, so it happens in the background, after the
+        caller has its answer; the slot is given back only once the association is gone.
+        """
         if not self._slots.acquire(timeout=self.address.timeout):
             raise PacsError(f"all {self.address.max_associations} associations to the PACS stay busy")
+        releasing = False
         try:
             ae = self._new_ae()
             for abstract, syntaxes in contexts:
@@ -159,8 +155,17 @@ class PacsClient:
             except BaseException:
                 assoc.abort()
                 raise
-            else:
-                assoc.release()
+            releasing = True
+            threading.Thread(target=self._release, args=(assoc,), name="release", daemon=True).start()
+        finally:
+            if not releasing:
+                self._slots.release()
+
+    def _release(self, assoc: Any) -> None:
+        try:
+            assoc.release()
+        except Exception:  # the peer may be gone already; nothing is waiting for this
+            LOGGER.debug("A-RELEASE failed", exc_info=True)
         finally:
             self._slots.release()
 

@@ -24,7 +24,7 @@ from pynetdicom.presentation import AllStoragePresentationContexts
 from dicomfs.cache import InstanceStore, discard
 from dicomfs.errors import StorageFull
 from dicomfs.negotiation import TRANSFER_SYNTAXES
-from dicomfs.pacs import tune_socket
+from dicomfs.tuning import tune_socket
 
 LOGGER = logging.getLogger(__name__)
 

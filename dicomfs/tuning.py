@@ -1,0 +1,67 @@
+"""Socket tuning for pynetdicom associations, measured on loopback against Orthanc (issue #3).
+
+* ``TCP_NODELAY``: neither pynetdicom nor Orthanc disables Nagle, so every small DIMSE message
+  waits for the peer's delayed ACK.
+* ``TCP_QUICKACK`` after every receive: the peer (which keeps Nagle on) sends a response in two
+  writes and holds the second until we ACK the first; Linux delays that ACK up to 40 ms, and quick-ACK
+  mode is not sticky, so it is re-armed after each read. A C-ECHO drops from ~45 ms to ~1 ms.
+* Larger reads: pynetdicom reads PDUs 4 KiB at a time into a growing bytearray; reading into a
+  preallocated buffer in large chunks costs far fewer Python calls per megabyte.
+
+The receive path is patched once, process-wide, in ``install()``: pynetdicom offers no hook for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from typing import Any
+
+from pynetdicom import evt
+from pynetdicom.transport import AssociationSocket
+
+LOGGER = logging.getLogger(__name__)
+
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+_CHUNK = 1024 * 1024
+_installed = False
+
+
+def tune_socket(event: evt.Event) -> None:
+    """EVT_CONN_OPEN handler: disable Nagle and start in quick-ACK mode."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if _QUICKACK is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+    except OSError:  # a socket the peer already closed
+        LOGGER.debug("could not tune socket", exc_info=True)
+
+
+def _recv(self: Any, nr_bytes: int) -> bytearray:
+    """AssociationSocket.recv: ``nr_bytes`` or fewer if the connection broke (as the original)."""
+    sock = self.socket
+    buffer = bytearray(nr_bytes)
+    view = memoryview(buffer)
+    nr_read = 0
+    while nr_read < nr_bytes:
+        count = sock.recv_into(view[nr_read:], min(nr_bytes - nr_read, _CHUNK))
+        if not count:
+            del buffer[nr_read:]
+            break
+        nr_read += count
+        if _QUICKACK is not None and not hasattr(sock, "version"):  # plain TCP, not an SSLSocket
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+    return buffer
+
+
+def install() -> None:
+    """Patch pynetdicom's receive path (idempotent)."""
+    global _installed
+    if not _installed:
+        AssociationSocket.recv = _recv  # type: ignore[method-assign]
+        _installed = True
