@@ -1,22 +1,27 @@
 """Getting instances into the cache: one retrieval per series at a time, many waiters.
 
-Asking for one uncached instance retrieves its whole series in one association (SERIES-level
-C-MOVE or C-GET), because series-level transfer costs about half as much as per-instance transfer
-(issue #3). Each waiter is released as soon as *its* instance has landed, so a reader does not
-wait for the rest of the series.
+Asking for one uncached instance retrieves its whole series, because series-level transfer costs
+about half as much as per-instance transfer (issue #3). A PACS such as Orthanc sends one instance
+at a time per association and waits for each C-STORE response, so the round trip, not the
+bandwidth, is the ceiling: a large series is split into *parts* (IMAGE-level retrievals of a list
+of SOP Instance UIDs, PS3.4 C.4.2.2.1) that run on parallel associations. Each waiter is released
+as soon as *its* instance has landed; a reader whose instance is far down the stream gets it
+*hurried*: retrieved on its own, ahead of the queue.
 
-Lock order: ``RetrievalScheduler._lock`` may be held while taking ``SeriesJob._cond``, never the
-other way round. Receiver callbacks (``landed``/``lost``) only take ``SeriesJob._cond``.
+Workers take tasks from one priority queue, so retrieval associations never exceed the number of
+workers. Lock order: ``RetrievalScheduler._lock`` before ``SeriesJob._cond``, never the other way;
+receiver callbacks (``landed``/``lost``) take only ``SeriesJob._cond``.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import queue
 import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 
@@ -26,6 +31,15 @@ from dicomfs.pacs import STATUS_SUCCESS, PacsClient, RetrieveOutcome
 from dicomfs.storescp import InstanceReceiver
 
 LOGGER = logging.getLogger(__name__)
+
+#: A series smaller than this is retrieved in one SERIES-level request: parallel parts would not
+#: pay for their extra associations.
+MIN_PART_SIZE = 24
+
+#: How long a reader waits for its instance to come with the stream before it is hurried.
+HURRY_AFTER_S = 0.05
+
+PRIORITY_HURRIED, PRIORITY_PART = 0, 1
 
 
 @dataclass(frozen=True)
@@ -38,23 +52,29 @@ class SeriesRef:
 
 
 class SeriesJob:
-    """One retrieval of one series, and the instances it has delivered so far."""
+    """One retrieval of one series, in parts, and the instances it has delivered so far."""
 
     def __init__(self, ref: SeriesRef, sop_uids: Sequence[str]) -> None:
         self.ref = ref
-        self.expected = frozenset(sop_uids)
+        self.order = tuple(dict.fromkeys(sop_uids))
+        self.expected = frozenset(self.order)
         self.sizes: dict[str, int] = {}
         self.lost_reasons: dict[str, str] = {}
-        self.error: str | None = None
+        self.errors: list[str] = []
+        self.hurried: set[str] = set()
+        self.pending_parts = 0
         self.finished = False
-        self.started = False
+        self.error: str | None = None
+        self.started_at = 0.0
         self.last_activity = time.monotonic()
+        self.sop_classes: list[str] | None = None
         self._cond = threading.Condition()
 
     # InstanceSink, called from the receiving threads
     def landed(self, sop_uid: str, size: int) -> None:
         with self._cond:
             self.sizes[sop_uid] = size
+            self.lost_reasons.pop(sop_uid, None)
             self.last_activity = time.monotonic()
             self._cond.notify_all()
 
@@ -64,9 +84,10 @@ class SeriesJob:
             self.last_activity = time.monotonic()
             self._cond.notify_all()
 
-    def mark_started(self) -> None:
+    def touch(self) -> None:
         with self._cond:
-            self.started = True
+            if not self.started_at:
+                self.started_at = time.monotonic()
             self.last_activity = time.monotonic()
 
     def finish(self, error: str | None) -> None:
@@ -75,29 +96,51 @@ class SeriesJob:
             self.finished = True
             self._cond.notify_all()
 
-    def wait_for(self, sop_uid: str, stall_s: float) -> int:
+    def _outcome_for(self, sop_uid: str) -> int | None:
+        """The size if landed; raises once it cannot arrive; None while it still may."""
+        if sop_uid in self.sizes:
+            return self.sizes[sop_uid]
+        if self.finished:
+            reason = self.lost_reasons.get(sop_uid) or self.error or "the PACS did not send it"
+            raise RetrievalFailed(f"{sop_uid}: {reason}")
+        return None
+
+    def wait_for(self, sop_uid: str, stall_s: float, hurry: Callable[[], None]) -> int:
         """Block until ``sop_uid`` has landed; RetrievalFailed when it cannot arrive any more.
 
-        A running retrieval that shows no progress for ``stall_s`` counts as failed: a belt to the
-        braces of the network timeouts, so that no FUSE call ever waits without bound.
+        After ``HURRY_AFTER_S`` the instance is hurried once. A running retrieval that shows no
+        progress for ``stall_s`` counts as failed: a belt to the braces of the network timeouts,
+        so that no FUSE call ever waits without bound.
         """
-        with self._cond:
-            while True:
-                if sop_uid in self.sizes:
-                    return self.sizes[sop_uid]
-                if sop_uid in self.lost_reasons:
-                    raise RetrievalFailed(f"{sop_uid}: {self.lost_reasons[sop_uid]}")
-                if self.finished:
-                    reason = self.error or "the PACS did not send it"
-                    raise RetrievalFailed(f"{sop_uid}: {reason}")
-                idle = time.monotonic() - self.last_activity
-                if self.started and idle > stall_s:
+        hurry_at = time.monotonic() + HURRY_AFTER_S
+        hurried = False
+        while True:
+            with self._cond:
+                size = self._outcome_for(sop_uid)
+                if size is not None:
+                    return size
+                now = time.monotonic()
+                idle = now - self.last_activity
+                if self.started_at and idle > stall_s:
                     raise RetrievalFailed(f"{sop_uid}: no progress for {idle:.0f} s")
-                self._cond.wait(timeout=max(0.05, stall_s - idle) if self.started else 1.0)
+                if hurried or now < hurry_at:
+                    wake = hurry_at if not hurried else now + max(0.05, stall_s - idle)
+                    self._cond.wait(timeout=max(0.001, wake - now))
+                    continue
+            hurried = True
+            hurry()
+
+
+@dataclass(order=True)
+class _Task:
+    priority: int
+    sequence: int
+    job: SeriesJob | None = field(compare=False)  # None tells a worker to stop
+    sop_uids: tuple[str, ...] = field(compare=False)  # () means the whole series
 
 
 class RetrievalScheduler:
-    """Single-flight series retrievals on a bounded pool of workers."""
+    """Single-flight series retrievals, split into parts, on a bounded set of workers."""
 
     def __init__(
         self,
@@ -117,32 +160,42 @@ class RetrievalScheduler:
         self._destination = destination_aet
         self._workers = workers
         self._timeout = timeout
+        # One worker stays free of series parts, for hurried instances and for other series.
+        self._parts = max(1, workers - 1)
         self._jobs: dict[SeriesRef, SeriesJob] = {}
         # After a failed retrieval, further requests for the series fail at once for a while:
         # `ls -l` of a 500-file series must not wait 500 timeouts on a silent PACS.
         self._failed_until: dict[SeriesRef, float] = {}
         self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
+        self._queue: queue.PriorityQueue[_Task] = queue.PriorityQueue()
+        self._sequence = itertools.count()
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="retrieve")
+        for number in range(self._workers):
+            thread = threading.Thread(target=self._work, name=f"retrieve-{number}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        for _thread in self._threads:
+            self._queue.put(_Task(99, next(self._sequence), None, ()))
+        self._threads.clear()
         with self._lock:
             jobs = list(self._jobs.values())
+            self._jobs.clear()
         for job in jobs:
             job.finish("dicomfs is shutting down")
+
+    # -- for readers ---------------------------------------------------------------------------
 
     def fetch(self, ref: SeriesRef, sop_uid: str, series_sop_uids: Sequence[str]) -> int:
         """Make sure ``sop_uid`` is cached and return its size; RetrievalFailed if it cannot be."""
         size = self._store.size_of(sop_uid)
         if size is not None:
             return size
-        job = self._job_for(ref, series_sop_uids)
-        return job.wait_for(sop_uid, stall_s=2 * self._timeout + 5)
+        job = self._job_for(ref, series_sop_uids or [sop_uid])
+        return job.wait_for(sop_uid, stall_s=2 * self._timeout + 5, hurry=lambda: self._hurry(job, sop_uid))
 
     def _job_for(self, ref: SeriesRef, sop_uids: Sequence[str]) -> SeriesJob:
         with self._lock:
@@ -151,40 +204,85 @@ class RetrievalScheduler:
                 return job
             if time.monotonic() < self._failed_until.get(ref, 0.0):
                 raise RetrievalFailed(f"series {ref.series_uid}: the last retrieval failed moments ago")
-            if self._pool is None:
+            if not self._threads:
                 raise RetrievalFailed("retrieval is not running")
             job = SeriesJob(ref, sop_uids)
             self._jobs[ref] = job
             self._receiver.expect(job.expected, job)
-            self._pool.submit(self._run, job)
+            for part in self._split(job.order):
+                self._submit(job, part, PRIORITY_PART)
             return job
 
-    def _run(self, job: SeriesJob) -> None:
-        job.mark_started()
-        started = time.monotonic()
-        error: str | None = None
-        try:
-            error = self._attempt_all(job)
-        except Exception as exc:  # a worker must always finish its job, or waiters would hang
-            LOGGER.exception("retrieval of series %s crashed", job.ref.series_uid)
-            error = f"internal error: {exc}"
-        finally:
+    def _split(self, order: tuple[str, ...]) -> list[tuple[str, ...]]:
+        parts = min(self._parts, len(order) // MIN_PART_SIZE)
+        if parts <= 1:
+            return [()]
+        size = -(-len(order) // parts)
+        return [order[start : start + size] for start in range(0, len(order), size)]
+
+    def _hurry(self, job: SeriesJob, sop_uid: str) -> None:
+        """Retrieve one instance on its own, ahead of the queued parts (first byte fast)."""
+        with self._lock:
+            small = len(job.order) < MIN_PART_SIZE  # arrives in a moment anyway
+            if small or job.finished or sop_uid in job.hurried or sop_uid in job.sizes:
+                return
+            job.hurried.add(sop_uid)
+            self._submit(job, (sop_uid,), PRIORITY_HURRIED)
+
+    def _submit(self, job: SeriesJob, sop_uids: tuple[str, ...], priority: int) -> None:
+        """Queue a part of ``job``; the caller holds ``_lock``."""
+        job.pending_parts += 1
+        self._queue.put(_Task(priority, next(self._sequence), job, sop_uids))
+
+    # -- workers --------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            task = self._queue.get()
+            job = task.job
+            if job is None:
+                return
+            error: str | None = None
+            try:
+                if not job.finished:
+                    job.touch()
+                    error = self._attempt_all(job, task.sop_uids)
+            except Exception as exc:  # a worker must always finish its part, or waiters would hang
+                LOGGER.exception("retrieval of series %s crashed", job.ref.series_uid)
+                error = f"internal error: {exc}"
+            self._part_done(job, error)
+
+    def _part_done(self, job: SeriesJob, error: str | None) -> None:
+        with self._lock:
+            if error:
+                job.errors.append(error)
+            job.pending_parts -= 1
+            if job.pending_parts > 0 or job.finished:
+                return
+            missing = [uid for uid in job.order if uid not in job.sizes and uid not in self._store]
+            final = None if not missing else (job.errors[-1] if job.errors else "the PACS did not send it")
             self._receiver.forget(job.expected)
-            with self._lock:
-                self._jobs.pop(job.ref, None)
-                if error is not None:
-                    self._failed_until[job.ref] = time.monotonic() + self._timeout
-                else:
-                    self._failed_until.pop(job.ref, None)
-            job.finish(error)
-        elapsed = time.monotonic() - started
-        if error:
-            LOGGER.warning("series %s: %s (%d instances arrived)", job.ref.series_uid, error, len(job.sizes))
+            if self._jobs.get(job.ref) is job:
+                del self._jobs[job.ref]
+            if final is None:
+                self._failed_until.pop(job.ref, None)
+            else:
+                self._failed_until[job.ref] = time.monotonic() + self._timeout
+            job.finish(final)
+        elapsed = time.monotonic() - job.started_at if job.started_at else 0.0
+        if final:
+            LOGGER.warning(
+                "series %s: %s (%d of %d instances arrived)",
+                job.ref.series_uid,
+                final,
+                len(job.expected) - len(missing),
+                len(job.expected),
+            )
         else:
             LOGGER.info("series %s: %d instances in %.2f s", job.ref.series_uid, len(job.sizes), elapsed)
 
-    def _attempt_all(self, job: SeriesJob) -> str | None:
-        """Retrieve, and when sub-operations failed, try the next way; the final error or None.
+    def _attempt_all(self, job: SeriesJob, sop_uids: tuple[str, ...]) -> str | None:
+        """Retrieve a part, and when sub-operations failed, try the next way; the error or None.
 
         A PACS that cannot convert (dcmqrscp) fails every sub-operation whose stored transfer
         syntax is not that of the context it picked: C-MOVE uses the syntaxes it proposes, and its
@@ -194,7 +292,7 @@ class RetrievalScheduler:
         attempts = [("get", False), ("get", True)]
         if self._method == "move":
             attempts.insert(0, ("move", False))
-        sop_classes: list[str] | None = None
+        wanted = sop_uids or job.order
         error: str | None = None
         for number, (service, compressed_first) in enumerate(attempts):
             if number:
@@ -202,35 +300,50 @@ class RetrievalScheduler:
                 LOGGER.warning(
                     "series %s: %s; trying C-GET, %s syntaxes first", job.ref.series_uid, error, order
                 )
-            if service == "get" and sop_classes is None:
-                sop_classes = self._sop_classes(job.ref)
             try:
-                outcome = self._retrieve(job.ref, service, sop_classes or [], compressed_first)
+                outcome = self._retrieve(job, sop_uids, service, compressed_first)
+                if (
+                    sop_uids
+                    and len(sop_uids) > 1
+                    and not (outcome.completed or outcome.failed or outcome.warning)
+                ):
+                    # The PACS matched nothing: it does not do list-of-UID matching. Whole series.
+                    LOGGER.info(
+                        "series %s: UID-list retrieval matched nothing; whole series", job.ref.series_uid
+                    )
+                    outcome = self._retrieve(job, (), service, compressed_first)
             except PacsError as exc:
                 return str(exc) if error is None else f"{error}; then C-GET: {exc}"
-            error = self._judge(job, outcome)
+            error = self._judge(job, wanted, outcome)
             if error is None or not outcome.failed:
                 return error
         return error
 
     def _retrieve(
-        self, ref: SeriesRef, service: str, sop_classes: Sequence[str], compressed_first: bool
+        self, job: SeriesJob, sop_uids: tuple[str, ...], service: str, compressed_first: bool
     ) -> RetrieveOutcome:
+        ref = job.ref
         identifier = Dataset()
-        identifier.QueryRetrieveLevel = "SERIES"
+        identifier.QueryRetrieveLevel = "IMAGE" if sop_uids else "SERIES"
         if self._client.model == "patient":
             identifier.PatientID = ref.patient_id
         identifier.StudyInstanceUID = ref.study_uid
         identifier.SeriesInstanceUID = ref.series_uid
+        if sop_uids:
+            identifier.SOPInstanceUID = list(sop_uids) if len(sop_uids) > 1 else sop_uids[0]
         if service == "get":
+            sop_classes = self._sop_classes(job)
             return self._client.get(identifier, self._receiver.handle_store, sop_classes, compressed_first)
         return self._client.move(identifier, self._destination)
 
-    def _sop_classes(self, ref: SeriesRef) -> list[str]:
+    def _sop_classes(self, job: SeriesJob) -> list[str]:
         """The series' SOP classes, so C-GET can offer each its stored syntax; [] if unknown.
 
-        Asked only when retrieving: SOPClassUID is not an indexed key for every PACS.
+        Asked once per job, and only for C-GET: SOPClassUID is not an indexed key for every PACS.
         """
+        if job.sop_classes is not None:
+            return job.sop_classes
+        ref = job.ref
         query = Dataset()
         query.QueryRetrieveLevel = "IMAGE"
         if self._client.model == "patient":
@@ -243,19 +356,19 @@ class RetrievalScheduler:
             rows = self._client.find(query)
         except PacsError as exc:
             LOGGER.info("series %s: SOP classes unknown (%s)", ref.series_uid, exc)
-            return []
-        return sorted({str(row.get("SOPClassUID", "")) for row in rows} - {""})
+            rows = []
+        job.sop_classes = sorted({str(row.get("SOPClassUID", "")) for row in rows} - {""})
+        return job.sop_classes
 
-    def _judge(self, job: SeriesJob, outcome: RetrieveOutcome) -> str | None:
-        """Why the job failed, or None; logs partial deliveries (PS3.4 C.4.2.1.4 statuses)."""
-        cached = {uid for uid in job.expected if uid in job.sizes or uid in self._store}
-        missing = len(job.expected) - len(cached)
+    def _judge(self, job: SeriesJob, wanted: Sequence[str], outcome: RetrieveOutcome) -> str | None:
+        """Why a part failed, or None; logs partial deliveries (PS3.4 C.4.2.1.4 statuses)."""
+        missing = sum(1 for uid in wanted if uid not in job.sizes and uid not in self._store)
         if outcome.status == 0xA801:
             return f"the PACS does not know our AE title {self._destination!r} as a move destination"
         if outcome.status != STATUS_SUCCESS or outcome.failed or outcome.warning or missing:
             message = (
                 f"status 0x{outcome.status:04X}, {outcome.completed} completed, {outcome.failed} failed, "
-                f"{outcome.warning} warning sub-operations; {missing} of {len(job.expected)} listed "
+                f"{outcome.warning} warning sub-operations; {missing} of {len(wanted)} requested "
                 "instances missing"
             )
             if missing:
