@@ -33,12 +33,13 @@ from dicomfs.errors import StorageFull
 LOGGER = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass
 class ReceivedFile:
     """A complete file in ``partial/``, to be moved (not copied) into the instance cache."""
 
     path: str
     size: int
+    final_path: str = ""  # where RenamingDisk put it
 
 
 class RenamingDisk(diskcache.Disk):
@@ -49,6 +50,7 @@ class RenamingDisk(diskcache.Disk):
             filename, full_path = self.filename(key, value)
             os.makedirs(os.path.dirname(full_path), exist_ok=True)
             os.rename(value.path, full_path)
+            value.final_path = full_path
             return value.size, diskcache.core.MODE_BINARY, filename, None
         return super().store(value, read, key)
 
@@ -69,38 +71,47 @@ class InstanceStore:
             # The SQLite index may wait for a writer; never longer than a retrieval would.
             timeout=60,
         )
-        # Sizes of instances we know to be cached: answers getattr without touching SQLite.
-        self._sizes: dict[str, int] = {}
+        # Where each instance we have seen is, and its size: getattr and open then touch no SQLite.
+        # (So LRU order is refreshed once per instance and mount, when it is first looked up.)
+        self._files: dict[str, tuple[str, int]] = {}
         self._lock = threading.Lock()
 
     def close(self) -> None:
         self._cache.close()
 
-    def size_of(self, sop_uid: str) -> int | None:
-        """The cached instance's size in bytes, or None when it is not cached."""
-        size = self._sizes.get(sop_uid)
-        if size is not None:
-            return size
+    def _locate(self, sop_uid: str) -> tuple[str, int] | None:
+        known = self._files.get(sop_uid)
+        if known is not None:
+            if os.path.exists(known[0]):  # a stat, not SQLite; eviction may have removed it
+                return known
+            self._files.pop(sop_uid, None)
         handle = self._cache.get(sop_uid, read=True, retry=True)
         if handle is None:
             return None
         with handle:
-            size = os.fstat(handle.fileno()).st_size
-        self._sizes[sop_uid] = size
-        return size
+            known = (handle.name, os.fstat(handle.fileno()).st_size)
+        self._files[sop_uid] = known
+        return known
+
+    def size_of(self, sop_uid: str) -> int | None:
+        """The cached instance's size in bytes, or None when it is not cached."""
+        known = self._locate(sop_uid)
+        return known[1] if known else None
 
     def __contains__(self, sop_uid: str) -> bool:
-        return self.size_of(sop_uid) is not None
+        return self._locate(sop_uid) is not None
 
     def open(self, sop_uid: str) -> int | None:
         """An OS file descriptor on the cached instance (the caller closes it), or None."""
-        handle = self._cache.get(sop_uid, read=True, retry=True)
-        if handle is None:
-            self._sizes.pop(sop_uid, None)
-            return None
-        with handle:
-            fd = os.dup(handle.fileno())
-        return fd
+        for _attempt in range(2):
+            known = self._locate(sop_uid)
+            if known is None:
+                return None
+            try:
+                return os.open(known[0], os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:  # evicted since we looked: ask the index again
+                self._files.pop(sop_uid, None)
+        return None
 
     def new_partial(self) -> tuple[int, str]:
         """A fresh file in ``partial/`` for an instance being received: (fd, path)."""
@@ -111,23 +122,19 @@ class InstanceStore:
         size = os.stat(partial_path).st_size
         try:
             with self._lock:
-                if sop_uid in self._sizes:  # already here: a SOP instance never changes
+                known = self._files.get(sop_uid)
+                if known is not None and os.path.exists(known[0]):  # a SOP instance never changes
                     os.unlink(partial_path)
-                    return self._sizes[sop_uid]
-                self._cache.set(sop_uid, ReceivedFile(partial_path, size), retry=True)
-                self._sizes[sop_uid] = size
+                    return known[1]
+                received = ReceivedFile(partial_path, size)
+                self._cache.set(sop_uid, received, retry=True)
+                self._files[sop_uid] = (received.final_path, size)
         except OSError as exc:
             discard(partial_path)
             if exc.errno == errno.ENOSPC:
                 raise StorageFull(f"no space left in the cache for {sop_uid}") from exc
             raise
         return size
-
-    def forget_evicted(self) -> None:
-        """Drop remembered sizes of instances that eviction removed."""
-        with self._lock:
-            for sop_uid in [uid for uid in self._sizes if uid not in self._cache]:
-                del self._sizes[sop_uid]
 
     @property
     def volume(self) -> int:
