@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 import mfusepy
 
 from dicomfs.errors import NotFound, PacsError, RetrievalFailed, StorageFull
+from dicomfs.fdreply import reply_with_fd
 from dicomfs.tree import INSTANCE, Entry, Tree
 
 LOGGER = logging.getLogger(__name__)
@@ -155,6 +156,12 @@ class DicomFS(mfusepy.Operations):
     @translate_errors
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         return os.pread(fh, size, offset)
+
+    def read_buf(self, path: str, bufpp: Any, size: int, offset: int, fh: int) -> int:
+        """Preferred by libfuse over read(): it reads the cached file itself (see fdreply)."""
+        if not reply_with_fd(bufpp, fh, size, offset):
+            raise mfusepy.FuseOSError(errno.ENOMEM)
+        return 0
 
     def release(self, path: str, fh: int) -> int:
         os.close(fh)
