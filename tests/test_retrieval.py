@@ -1,0 +1,75 @@
+"""Waiting for instances: release on landing, failure when they cannot come, hurrying, parts."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from dicomfs.errors import RetrievalFailed
+from dicomfs.retrieval import MIN_PART_SIZE, RetrievalScheduler, SeriesJob, SeriesRef
+
+REF = SeriesRef("PID", "1.1", "1.1.1")
+
+
+def test_a_waiter_is_released_when_its_instance_lands() -> None:
+    job = SeriesJob(REF, ["a", "b"])
+    threading.Timer(0.05, job.landed, args=("b", 42)).start()
+    assert job.wait_for("b", stall_s=5, hurry=lambda: None) == 42
+
+
+def test_a_lost_instance_fails_once_the_job_is_over() -> None:
+    job = SeriesJob(REF, ["a", "b"])
+    job.lost("a", "does not parse")
+    job.landed("b", 1)
+    job.finish("1 of 2 missing")
+    with pytest.raises(RetrievalFailed, match="does not parse"):
+        job.wait_for("a", stall_s=5, hurry=lambda: None)
+    assert job.wait_for("b", stall_s=5, hurry=lambda: None) == 1
+
+
+def test_a_slow_instance_is_hurried_once() -> None:
+    job = SeriesJob(REF, ["a", "b"])
+    calls: list[float] = []
+
+    def hurry() -> None:
+        calls.append(time.monotonic())
+        threading.Timer(0.05, job.landed, args=("b", 7)).start()
+
+    assert job.wait_for("b", stall_s=5, hurry=hurry) == 7
+    assert len(calls) == 1
+
+
+def test_a_stalled_retrieval_fails_instead_of_hanging() -> None:
+    job = SeriesJob(REF, ["a"])
+    job.touch()  # started, then nothing ever arrives
+    started = time.monotonic()
+    with pytest.raises(RetrievalFailed, match="no progress"):
+        job.wait_for("a", stall_s=0.3, hurry=lambda: None)
+    assert time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize(
+    ("workers", "count", "parts"),
+    [(3, MIN_PART_SIZE - 1, 1), (3, 500, 2), (1, 500, 1), (5, 500, 4), (3, 2 * MIN_PART_SIZE, 2)],
+)
+def test_large_series_are_split_into_parts_covering_every_instance(
+    workers: int, count: int, parts: int
+) -> None:
+    scheduler = RetrievalScheduler(
+        None,
+        None,
+        None,
+        method="get",
+        destination_aet="X",
+        workers=workers,
+        timeout=1,  # type: ignore[arg-type]
+    )
+    order = tuple(f"uid{n}" for n in range(count))
+    split = scheduler._split(order)
+    assert len(split) == parts
+    if parts == 1:
+        assert split == [()]  # the whole series, SERIES level
+    else:
+        assert tuple(uid for part in split for uid in part) == order
