@@ -34,6 +34,9 @@ LOGGER = logging.getLogger(__name__)
 
 PATIENT, STUDY, SERIES, INSTANCE = "patient", "study", "series", "instance"
 
+#: Part of every listing's cache key: a new format of ``Entry`` must not meet old pickles.
+LISTING_FORMAT = "v2"
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -46,6 +49,8 @@ class Entry:
     series_uid: str = ""
     sop_uid: str = ""
     mtime: float = 0.0
+    #: How many children the PACS counts (NumberOf...Related...), -1 when it does not say.
+    children_count: int = -1
 
 
 @dataclass
@@ -75,6 +80,12 @@ def _query(level: str, **keys: str) -> Dataset:
     for keyword, value in keys.items():
         setattr(identifier, keyword, value)
     return identifier
+
+
+def _count(row: Dataset, keyword: str) -> int:
+    """A NumberOf...Related... value of a C-FIND match; -1 when absent or not a number."""
+    text = naming.text_of(row, keyword).strip()
+    return int(text) if text.isdigit() else -1
 
 
 def _unique_rows(rows: Sequence[Dataset], uid_keyword: str, level: str) -> list[Dataset]:
@@ -113,7 +124,7 @@ class Tree:
         self._store = store
         self._scheduler = scheduler
         # Listings of different PACSes must not mix when they share a cachedir.
-        self._prefix = cache_prefix
+        self._prefix = f"{LISTING_FORMAT}/{cache_prefix}"
         self.mount_time = time.time()
         self._key_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_lock = threading.Lock()
@@ -138,12 +149,37 @@ class Tree:
         if entry is None:
             return self._cached("patients", self._find_patients)
         if entry.kind == PATIENT:
-            return self._cached(f"studies/{entry.patient_id}", lambda: self._find_studies(entry))
+            return self._cached(
+                f"studies/{entry.patient_id}", lambda: self._complete(entry, self._find_studies)
+            )
         if entry.kind == STUDY:
-            return self._cached(f"series/{entry.study_uid}", lambda: self._find_series(entry))
+            return self._cached(f"series/{entry.study_uid}", lambda: self._complete(entry, self._find_series))
         if entry.kind == SERIES:
-            return self._cached(f"instances/{entry.series_uid}", lambda: self._find_instances(entry))
+            return self._cached(
+                f"instances/{entry.series_uid}", lambda: self._complete(entry, self._find_instances)
+            )
         raise NotFound(entry.name)
+
+    def _complete(self, entry: Entry, find: Callable[[Entry], Listing]) -> Listing:
+        """A listing no shorter than the PACS's own count of the entry's children, if it gave one.
+
+        A C-FIND response can go missing (issue #4: pynetdicom on a reused association); a listing
+        shorter than the count the parent's query returned is asked for once more.
+        """
+        listing = find(entry)
+        if 0 <= len(listing.entries) < entry.children_count:
+            LOGGER.warning(
+                "%s: the PACS listed %d of the %d it counts; asking again",
+                entry.name,
+                len(listing.entries),
+                entry.children_count,
+            )
+            listing = find(entry)
+            if len(listing.entries) < entry.children_count:
+                LOGGER.warning(
+                    "%s: still %d of %d listed", entry.name, len(listing.entries), entry.children_count
+                )
+        return listing
 
     # -- instances ----------------------------------------------------------------------------
 
@@ -229,6 +265,7 @@ class Tree:
         return _query(
             "STUDY",
             StudyInstanceUID="",
+            NumberOfStudyRelatedSeries="",
             StudyDate="",
             StudyTime="",
             StudyDescription="",
@@ -266,6 +303,7 @@ class Tree:
                 patient_id=patient_id,
                 study_uid=uid,
                 mtime=self._study_time(row) or self.mount_time,
+                children_count=_count(row, "NumberOfStudyRelatedSeries"),
             )
             for name, (_base, uid), row in zip(names, pairs, rows, strict=True)
         ]
@@ -278,6 +316,7 @@ class Tree:
             "SeriesNumber": "",
             "Modality": "",
             "SeriesDescription": "",
+            "NumberOfSeriesRelatedInstances": "",
         }
         if self._client.model == "patient":
             keys["PatientID"] = study.patient_id
@@ -302,8 +341,9 @@ class Tree:
                 study_uid=study.study_uid,
                 series_uid=uid,
                 mtime=study.mtime,
+                children_count=_count(row, "NumberOfSeriesRelatedInstances"),
             )
-            for name, (_base, uid) in zip(naming.make_unique(pairs), pairs, strict=True)
+            for name, (_base, uid), row in zip(naming.make_unique(pairs), pairs, rows, strict=True)
         ]
         return Listing(tuple(sorted(entries, key=lambda e: e.name)))
 
