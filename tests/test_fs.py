@@ -170,3 +170,20 @@ def test_desktop_probes_answer_enoent_without_a_query(tmp_path: Path, move_port:
         with pytest.raises(OSError) as caught:
             os.listdir(handle.mountpoint)  # the root does need the PACS
         assert caught.value.errno == errno.EIO
+
+
+def test_patient_root_model_gives_the_same_tree(
+    pacs: OrthancServer | DcmqrscpServer,
+    tmp_path: Path,
+    move_port: int,
+    archive_by_sop: dict[str, pydicom.Dataset],
+) -> None:
+    study_model = options_for(pacs, tmp_path / "cache1", move_port, retrieve="get")
+    patient_model = options_for(pacs, tmp_path / "cache2", move_port, retrieve="get", model="patient")
+    with mounted(tmp_path / "mnt1", study_model) as first:
+        expected = run("find", str(first.mountpoint), "-printf", "%P\\n").splitlines()
+    with mounted(tmp_path / "mnt2", patient_model) as second:
+        got = run("find", str(second.mountpoint), "-printf", "%P\\n").splitlines()
+        assert sorted(got) == sorted(expected)
+        for copy in list(second.mountpoint.rglob("*.dcm"))[:3]:
+            assert_same_dataset(copy, archive_by_sop)
