@@ -68,6 +68,10 @@ class InstanceStore:
             disk=RenamingDisk,
             size_limit=size_limit,
             eviction_policy="least-recently-used",
+            # One LRU entry out per entry in (the volume stays within about one instance of the
+            # limit): diskcache's default of 10 empties a small cache at once, evicting instances
+            # that just landed for readers still waiting to open them.
+            cull_limit=1,
             # The SQLite index may wait for a writer; never longer than a retrieval would.
             timeout=60,
         )

@@ -50,6 +50,7 @@ def _recv(self: Any, nr_bytes: int) -> bytearray:
     while nr_read < nr_bytes:
         count = sock.recv_into(view[nr_read:], min(nr_bytes - nr_read, _CHUNK))
         if not count:
+            view.release()  # a bytearray with a live export cannot be resized (BufferError)
             del buffer[nr_read:]
             break
         nr_read += count
