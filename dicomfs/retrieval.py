@@ -364,7 +364,10 @@ class RetrievalScheduler:
         """Why a part failed, or None; logs partial deliveries (PS3.4 C.4.2.1.4 statuses)."""
         missing = sum(1 for uid in wanted if uid not in job.sizes and uid not in self._store)
         if outcome.status == 0xA801:
-            return f"the PACS does not know our AE title {self._destination!r} as a move destination"
+            return (
+                f"status 0xA801: the PACS does not know {self._destination!r} as a move destination, "
+                "or could not connect to our storage SCP (localport, firewall, TLS)"
+            )
         if outcome.status != STATUS_SUCCESS or outcome.failed or outcome.warning or missing:
             message = (
                 f"status 0x{outcome.status:04X}, {outcome.completed} completed, {outcome.failed} failed, "

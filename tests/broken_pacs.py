@@ -1,0 +1,321 @@
+"""A small Study Root Q/R SCP whose misbehaviour each test chooses: the peers real archives can be.
+
+It serves a handful of synthetic instances over C-FIND (STUDY, SERIES, IMAGE), C-MOVE and C-GET, and
+can be switched at any time (:attr:`BrokenPacs.behaviour`) to: send fewer instances than C-FIND
+listed, end a retrieval with failed or warning sub-operations, accept the association and then
+never answer, send an object other than the one it announced, send bytes that do not parse, or
+answer C-FIND with malformed rows. Everything runs in this process, on 127.0.0.1 only.
+
+The forged C-STOREs need bytes that pynetdicom would never produce, so :func:`_encode` wraps
+pynetdicom's encoder for :class:`ForgedInstance` datasets only; every other dataset is encoded as
+usual.
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+import logging
+import ssl
+import struct
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pynetdicom.association
+from pydicom.dataset import Dataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, build_context, evt
+
+from dicomfs.samples import deterministic_uid, make_instance
+
+LOGGER = logging.getLogger(__name__)
+
+AE_TITLE = "BROKENPACS"
+PATIENT_ID = "BROKEN-1"
+PATIENT_NAME = "Broken^Pacs"
+
+# PS3.4 Annex C.4: the statuses we send ourselves.
+STATUS_PENDING = 0xFF00
+STATUS_SUCCESS = 0x0000
+STATUS_UNABLE_TO_PERFORM_SUBOPERATIONS = 0xA702
+STATUS_WARNING = 0xB000
+
+FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+GET = "1.2.840.10008.5.1.4.1.2.2.3"
+UNCOMPRESSED: list[str] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+
+#: How long a silent handler hangs at most, so that no association thread outlives a test run.
+SILENCE_LIMIT_S = 60.0
+
+
+class Behaviour(enum.Enum):
+    """What the SCP does; the retrieval misbehaviours touch the *last* instance of a series."""
+
+    NORMAL = "normal"
+    FEWER = "fewer"  # the last instance is not sent; final status Success
+    FAILED = "failed"  # the last is not sent; final 0xA702 counting it as failed
+    WARNING = "warning"  # the last is not sent; final 0xB000 counting it as failed
+    SILENT_FIND = "silent-find"  # C-FIND requests are never answered
+    SILENT_RETRIEVE = "silent-retrieve"  # C-GET and C-MOVE requests are never answered
+    MISMATCHED_UID = "mismatched-uid"  # the last is announced but another object is sent
+    UNPARSEABLE = "unparseable"  # the last is announced but the bytes do not parse
+    MALFORMED_FIND = "malformed-find"  # C-FIND adds rows without UID, duplicated, of another level
+
+
+class ForgedInstance(Dataset):
+    """Announced (AffectedSOPInstanceUID) as itself, but encoded on the wire as ``payload``.
+
+    ``payload`` None sends bytes that no DICOM parser accepts.
+    """
+
+    payload: Dataset | None
+
+
+def forge(announced: Dataset, payload: Dataset | None) -> ForgedInstance:
+    forged = ForgedInstance(announced)
+    forged.file_meta = copy.deepcopy(announced.file_meta)
+    forged.payload = payload
+    return forged
+
+
+def garbage(is_implicit_vr: bool) -> bytes:
+    """A SOP Class UID element of undefined length followed by bytes that are no sequence item."""
+    head = struct.pack("<HH", 0x0008, 0x0016)
+    if not is_implicit_vr:
+        head += b"SQ\0\0"
+    return head + struct.pack("<L", 0xFFFFFFFF) + bytes(range(1, 33))
+
+
+_ORIGINAL_ENCODE = pynetdicom.association.encode
+
+
+def _encode(
+    ds: Dataset, is_implicit_vr: bool, is_little_endian: bool, deflated: bool = False
+) -> bytes | None:
+    if isinstance(ds, ForgedInstance):
+        if ds.payload is None:
+            return garbage(is_implicit_vr)
+        return _ORIGINAL_ENCODE(ds.payload, is_implicit_vr, is_little_endian, deflated)
+    return _ORIGINAL_ENCODE(ds, is_implicit_vr, is_little_endian, deflated)
+
+
+pynetdicom.association.encode = _encode
+
+
+@dataclass(frozen=True)
+class SeriesData:
+    uid: str
+    description: str
+    instances: tuple[Dataset, ...]
+
+
+def make_series(study_uid: str, key: str, number: int, count: int) -> SeriesData:
+    uid = deterministic_uid("broken-series", key)
+    instances = tuple(
+        make_instance(
+            patient_name=PATIENT_NAME,
+            patient_id=PATIENT_ID,
+            study_uid=study_uid,
+            series_uid=uid,
+            sop_uid=deterministic_uid("broken-instance", key, n),
+            study_description="Broken study",
+            series_number=number,
+            series_description=f"Series {key}",
+            instance_number=n,
+            rows=8,
+            columns=8,
+            seed=number * 100 + n,
+        )
+        for n in range(1, count + 1)
+    )
+    return SeriesData(uid, f"Series {key}", instances)
+
+
+STUDY_UID = deterministic_uid("broken-study")
+SERIES = (make_series(STUDY_UID, "a", 1, 3), make_series(STUDY_UID, "b", 2, 2))
+INSTANCES: tuple[Dataset, ...] = tuple(ds for series in SERIES for ds in series.instances)
+LEVEL_KEYS = {"STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID", "IMAGE": "SOPInstanceUID"}
+_MATCH_KEYS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+
+def select(identifier: Dataset) -> list[Dataset]:
+    """Instances matching the identifier's unique keys (single-value matching, PS3.4 C.2.2.2.1)."""
+    wanted = {k: str(identifier.get(k, "") or "") for k in _MATCH_KEYS}
+    return [ds for ds in INSTANCES if all(not v or str(ds.get(k, "")) == v for k, v in wanted.items())]
+
+
+def match_rows(identifier: Dataset) -> list[Dataset]:
+    """One response per distinct entity at the identifier's level, with the keys it asked for."""
+    level = str(identifier.get("QueryRetrieveLevel", ""))
+    unique = LEVEL_KEYS.get(level)
+    if unique is None:
+        return []
+    rows: dict[str, Dataset] = {}
+    for ds in select(identifier):
+        row = Dataset()
+        for elem in identifier:
+            if elem.keyword and elem.keyword in ds:
+                setattr(row, elem.keyword, ds.get(elem.keyword))
+        row.QueryRetrieveLevel = level
+        row.setdefault(unique, ds.get(unique))
+        rows.setdefault(str(ds.get(unique)), row)
+    return list(rows.values())
+
+
+def malformed_rows(rows: Sequence[Dataset], level: str) -> list[Dataset]:
+    """Rows a careless PACS sends: no unique key, a duplicated key, another level's row."""
+    if not rows:
+        return []
+    unique = LEVEL_KEYS[level]
+    nameless = copy.deepcopy(rows[0])
+    del nameless[unique]
+    duplicate = copy.deepcopy(rows[0])
+    if "InstanceNumber" in duplicate:
+        duplicate.InstanceNumber = 999
+    if "StudyDescription" in duplicate:
+        duplicate.StudyDescription = "Duplicate"
+    if "SeriesDescription" in duplicate:
+        duplicate.SeriesDescription = "Duplicate"
+    other_level = copy.deepcopy(rows[0])
+    other_level.QueryRetrieveLevel = "PATIENT" if level != "PATIENT" else "STUDY"
+    setattr(other_level, unique, deterministic_uid("broken-ghost", level))
+    if "PatientID" in other_level:
+        other_level.PatientID = "GHOST"
+    return [nameless, *rows, duplicate, other_level]
+
+
+class BrokenPacs:
+    """The misbehaving SCP; ``behaviour`` may be switched while it runs."""
+
+    def __init__(
+        self, *, ssl_context: ssl.SSLContext | None = None, move_ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        """``ssl_context``: serve over TLS; ``move_ssl_context``: C-MOVE sub-associations over TLS."""
+        self._behaviour = Behaviour.NORMAL
+        self._wake = threading.Event()  # set: silent handlers stop hanging
+        self._ssl_context = ssl_context
+        self._move_ssl_context = move_ssl_context
+        self._server: Any = None
+        self.move_port = 0  # where C-MOVE sends its C-STOREs, whatever the destination AE
+        self.host = "127.0.0.1"
+        self.ae_title = AE_TITLE
+
+    @property
+    def behaviour(self) -> Behaviour:
+        return self._behaviour
+
+    @behaviour.setter
+    def behaviour(self, value: Behaviour) -> None:
+        self._behaviour = value
+        if value in (Behaviour.SILENT_FIND, Behaviour.SILENT_RETRIEVE):
+            self._wake.clear()
+        else:
+            self._wake.set()
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        ae = AE(ae_title=AE_TITLE)
+        ae.maximum_associations = 64  # silent associations linger until woken
+        ae.network_timeout = SILENCE_LIMIT_S
+        ae.dimse_timeout = SILENCE_LIMIT_S
+        ae.add_supported_context("1.2.840.10008.1.1", UNCOMPRESSED)
+        for model in (FIND, MOVE, GET):
+            ae.add_supported_context(model, UNCOMPRESSED)
+        # C-GET: the C-STOREs go back over the requestor's association (PS3.7 D.3.3.4).
+        ae.add_supported_context(CTImageStorage, UNCOMPRESSED, scu_role=False, scp_role=True)
+        handlers: list[Any] = [
+            (evt.EVT_C_FIND, self._handle_find),
+            (evt.EVT_C_GET, self._handle_get),
+            (evt.EVT_C_MOVE, self._handle_move),
+        ]
+        self._server = ae.start_server(
+            ("127.0.0.1", 0), block=False, evt_handlers=handlers, ssl_context=self._ssl_context
+        )
+        LOGGER.info("broken PACS listening on 127.0.0.1:%d", self.port)
+
+    def stop(self) -> None:
+        self._wake.set()
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            for assoc in server.active_associations:
+                assoc.abort()
+
+    def __enter__(self) -> BrokenPacs:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- handlers -------------------------------------------------------------------------------
+
+    def _hang(self, event: evt.Event) -> None:
+        """Say nothing until woken, stopped, or the peer has gone."""
+        LOGGER.info("broken PACS: staying silent")
+        waited = 0.0
+        while not self._wake.wait(0.05) and waited < SILENCE_LIMIT_S:
+            waited += 0.05
+            if not event.assoc.is_established:
+                return
+
+    def _handle_find(self, event: evt.Event) -> Iterator[tuple[int, Dataset | None]]:
+        behaviour = self._behaviour
+        if behaviour is Behaviour.SILENT_FIND:
+            self._hang(event)
+            return
+        identifier = event.identifier
+        rows = match_rows(identifier)
+        if behaviour is Behaviour.MALFORMED_FIND:
+            rows = malformed_rows(rows, str(identifier.QueryRetrieveLevel))
+        for row in rows:
+            yield STATUS_PENDING, row
+        yield STATUS_SUCCESS, None
+
+    def _handle_get(self, event: evt.Event) -> Iterator[Any]:
+        if self._behaviour is Behaviour.SILENT_RETRIEVE:
+            self._hang(event)
+            return
+        yield from self._send(select(event.identifier))
+
+    def _handle_move(self, event: evt.Event) -> Iterator[Any]:
+        if self._behaviour is Behaviour.SILENT_RETRIEVE:
+            self._hang(event)
+            return
+        options: dict[str, Any] = {"contexts": [build_context(CTImageStorage, UNCOMPRESSED)]}
+        if self._move_ssl_context is not None:
+            options["tls_args"] = (self._move_ssl_context, "127.0.0.1")
+        yield "127.0.0.1", self.move_port, options
+        yield from self._send(select(event.identifier))
+
+    def _send(self, instances: Sequence[Dataset]) -> Iterator[Any]:
+        """Sub-operations for ``instances``, spoilt at the last one as ``behaviour`` says."""
+        behaviour = self._behaviour
+        if not instances:
+            yield 0
+            return
+        *good, last = instances
+        yield len(good) if behaviour is Behaviour.FEWER else len(instances)
+        for ds in good:
+            yield STATUS_PENDING, ds
+        if behaviour is Behaviour.MISMATCHED_UID:
+            impostor = copy.deepcopy(last)
+            impostor.SOPInstanceUID = deterministic_uid("broken-impostor")
+            yield STATUS_PENDING, forge(last, impostor)
+        elif behaviour is Behaviour.UNPARSEABLE:
+            yield STATUS_PENDING, forge(last, None)
+        elif behaviour in (Behaviour.FAILED, Behaviour.WARNING):
+            failed = Dataset()
+            failed.FailedSOPInstanceUIDList = [str(last.SOPInstanceUID)]
+            code = (
+                STATUS_WARNING if behaviour is Behaviour.WARNING else STATUS_UNABLE_TO_PERFORM_SUBOPERATIONS
+            )
+            yield code, failed
+        elif behaviour is not Behaviour.FEWER:
+            yield STATUS_PENDING, last
