@@ -231,8 +231,15 @@ def test_series_move(
 ) -> None:
     ae = AE(SCU_AE)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    cannot_send = isinstance(pacs, DcmqrscpServer) and preferred == RLELossless
     with run_storage_scp(move_destination, preferred) as move_scp:
-        _move_series(pacs, ae, series_key)
+        status = _move_series(pacs, ae, series_key)
+        if cannot_send:
+            # dcmqrscp proposes uncompressed syntaxes on C-MOVE and cannot decompress RLE: every
+            # sub-operation fails. dicomfs falls back to C-GET for this (tests/test_fs.py).
+            assert status == 0xA702
+            return
+        assert status == 0x0000
         originals = _originals(archive, series_key)
         received = move_scp.wait_for(len(originals))
     assert {str(ds.SOPInstanceUID) for ds, _ in received} == set(originals)
@@ -241,7 +248,7 @@ def test_series_move(
         assert (ds.pixel_array == original.pixel_array).all()
 
 
-def _move_series(pacs: OrthancServer | DcmqrscpServer, ae: AE, series_key: str) -> None:
+def _move_series(pacs: OrthancServer | DcmqrscpServer, ae: AE, series_key: str) -> int:
     assoc = _associate(pacs, ae)
     try:
         responses = list(
@@ -251,7 +258,7 @@ def _move_series(pacs: OrthancServer | DcmqrscpServer, ae: AE, series_key: str) 
         )
     finally:
         assoc.release()
-    assert responses[-1][0].Status == 0x0000
+    return int(responses[-1][0].Status)
 
 
 def test_restart_keeps_data_and_port(pacs: OrthancServer | DcmqrscpServer) -> None:
