@@ -13,9 +13,9 @@ import contextlib
 import errno
 import logging
 import os
+import shutil
 import socket
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -125,7 +125,8 @@ def run_demo(argv: Sequence[str]) -> int:
         cachedir=cachedir,
     )
     check_environment(opts)
-    archive_dir = Path(tempfile.mkdtemp(prefix="dicomfs-demo-"))
+    archive_dir = Path(opts.cachedir) / "demo-archive"  # regenerated: the same files every time
+    shutil.rmtree(archive_dir, ignore_errors=True)
     write_demo_archive(archive_dir)
     archive = DemoArchive(
         archive_dir,
