@@ -110,25 +110,32 @@ def get_storage_contexts(
 ) -> list[tuple[str, tuple[str, ...]]]:
     """Storage contexts for a C-GET of a series with these SOP classes ([] = unknown), at most ``room``.
 
-    Known classes: one context per (class, syntax). Unknown: the compressible classes get the
+    Known classes: one context per (class, syntax), then the rest of the room as for an unknown
+    series, for instances of other classes. Unknown: the compressible classes get the
     uncompressed syntaxes in one context and each common compressed syntax in its own; the other
     common classes share one context each with every syntax (the PACS picks, and may convert).
     A PACS that takes the first context accepted for a class sees uncompressed ones first, or
     compressed ones with ``compressed_first``.
     """
-    classes = list(dict.fromkeys(sop_classes))
+    known = list(dict.fromkeys(sop_classes))
     contexts: list[tuple[str, tuple[str, ...]]] = []
-    if classes and len(classes) * len(TRANSFER_SYNTAXES) <= room:
+    if known and len(known) * len(TRANSFER_SYNTAXES) <= room:
         order = COMPRESSED + UNCOMPRESSED if compressed_first else TRANSFER_SYNTAXES
-        return [(uid, (syntax,)) for uid in classes for syntax in order]
-    for uid in classes or COMPRESSIBLE_CLASSES:
+        contexts = [(uid, (syntax,)) for uid in known for syntax in order]
+        known_first = known  # the rest of the room: the unknown-series offer, for other classes
+    else:
+        known_first = []
+    offered = set(known_first)
+    for uid in [uid for uid in (known or COMPRESSIBLE_CLASSES) if uid not in offered]:
         compressed = [(uid, (syntax,)) for syntax in _COMMON_COMPRESSED]
         contexts += (
             [*compressed, (uid, UNCOMPRESSED)] if compressed_first else [(uid, UNCOMPRESSED), *compressed]
         )
     offered = {uid for uid, _ in contexts}
     others = dict.fromkeys(
-        uid for uid in (*PREFERRED_OTHER_CLASSES, *STORAGE_SOP_CLASSES) if uid not in offered
+        uid
+        for uid in (*COMPRESSIBLE_CLASSES, *PREFERRED_OTHER_CLASSES, *STORAGE_SOP_CLASSES)
+        if uid not in offered
     )
     contexts += [(uid, TRANSFER_SYNTAXES if may_be_compressed(uid) else UNCOMPRESSED) for uid in others]
     return contexts[:room]

@@ -68,6 +68,7 @@ class SeriesJob:
         self.started_at = 0.0
         self.last_activity = time.monotonic()
         self.sop_classes: list[str] | None = None
+        self.probe_lock = threading.Lock()
         self._cond = threading.Condition()
 
     # InstanceSink, called from the receiving threads
@@ -337,28 +338,32 @@ class RetrievalScheduler:
         return self._client.move(identifier, self._destination)
 
     def _sop_classes(self, job: SeriesJob) -> list[str]:
-        """The series' SOP classes, so C-GET can offer each its stored syntax; [] if unknown.
+        """The SOP class of the series' first instance, so C-GET can offer it each stored syntax.
 
-        Asked once per job, and only for C-GET: SOPClassUID is not an indexed key for every PACS.
+        Asked once per job, only for C-GET, and for one instance: SOPClassUID is not an indexed
+        key for every PACS (Orthanc opens the file), and a series rarely mixes classes (the other
+        classes still get contexts, see ``negotiation.get_storage_contexts``). [] when unknown.
         """
-        if job.sop_classes is not None:
+        with job.probe_lock:
+            if job.sop_classes is None:
+                job.sop_classes = self._probe_sop_class(job.ref, job.order[0]) if job.order else []
             return job.sop_classes
-        ref = job.ref
+
+    def _probe_sop_class(self, ref: SeriesRef, sop_uid: str) -> list[str]:
         query = Dataset()
         query.QueryRetrieveLevel = "IMAGE"
         if self._client.model == "patient":
             query.PatientID = ref.patient_id
         query.StudyInstanceUID = ref.study_uid
         query.SeriesInstanceUID = ref.series_uid
-        query.SOPInstanceUID = ""
+        query.SOPInstanceUID = sop_uid
         query.SOPClassUID = ""
         try:
             rows = self._client.find(query)
         except PacsError as exc:
-            LOGGER.info("series %s: SOP classes unknown (%s)", ref.series_uid, exc)
-            rows = []
-        job.sop_classes = sorted({str(row.get("SOPClassUID", "")) for row in rows} - {""})
-        return job.sop_classes
+            LOGGER.info("series %s: SOP class unknown (%s)", ref.series_uid, exc)
+            return []
+        return sorted({str(row.get("SOPClassUID", "")) for row in rows} - {""})
 
     def _judge(self, job: SeriesJob, wanted: Sequence[str], outcome: RetrieveOutcome) -> str | None:
         """Why a part failed, or None; logs partial deliveries (PS3.4 C.4.2.1.4 statuses)."""

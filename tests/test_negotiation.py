@@ -21,9 +21,14 @@ COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
 @pytest.mark.parametrize("compressed_first", [False, True])
 def test_known_classes_get_one_context_per_syntax(compressed_first: bool) -> None:
     contexts = get_storage_contexts([CT, CT], MAX_CONTEXTS - 1, compressed_first)
-    assert all(uid == CT and len(syntaxes) == 1 for uid, syntaxes in contexts)
-    assert {syntaxes[0] for _uid, syntaxes in contexts} == set(TRANSFER_SYNTAXES)
-    assert contexts[0][1][0] == (COMPRESSED[0] if compressed_first else UNCOMPRESSED[0])
+    assert len(contexts) == MAX_CONTEXTS - 1
+    ct = [syntaxes for uid, syntaxes in contexts if uid == CT]
+    assert contexts[: len(ct)] == [(CT, syntaxes) for syntaxes in ct]  # the known class comes first
+    assert all(len(syntaxes) == 1 for syntaxes in ct)
+    assert {syntaxes[0] for syntaxes in ct} == set(TRANSFER_SYNTAXES)
+    assert ct[0][0] == (COMPRESSED[0] if compressed_first else UNCOMPRESSED[0])
+    # Instances of other classes in the series still find a context.
+    assert COMPREHENSIVE_SR in {uid for uid, _ in contexts}
 
 
 @pytest.mark.parametrize("compressed_first", [False, True])
