@@ -22,6 +22,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,15 @@ class ListingCache:
         item = (time.time(), value)
         self._remember(key, item)
         self._disk.set(key, item, retry=True)
+
+    def put_many(self, items: Iterable[tuple[str, Any]]) -> None:
+        """Several puts in one disk transaction (the root listing fills thousands at once)."""
+        stored_at = time.time()
+        with self._disk.transact(retry=True):
+            for key, value in items:
+                item = (stored_at, value)
+                self._remember(key, item)
+                self._disk.set(key, item, retry=True)
 
     def _remember(self, key: str, item: tuple[float, Any]) -> None:
         if len(self._memory) >= self._max_memory_entries:

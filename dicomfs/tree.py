@@ -66,9 +66,14 @@ class Listing:
 
 def dicom_time(date: str, clock: str = "") -> float:
     """DA (+ TM) as seconds since the epoch, read as UTC so it is the same on every machine; 0 if invalid."""
+    day = date.strip()[:8]
     digits = "".join(ch for ch in clock.split(".")[0] if ch.isdigit())[:6].ljust(6, "0")
-    try:
-        parsed = datetime.strptime(date.strip()[:8] + digits, "%Y%m%d%H%M%S")
+    if len(day) != 8 or not day.isdigit():
+        return 0.0
+    try:  # datetime() validates; strptime would too, at twenty times the cost per row
+        parsed = datetime(
+            int(day[:4]), int(day[4:6]), int(day[6:]), int(digits[:2]), int(digits[2:4]), int(digits[4:])
+        )
     except ValueError:
         return 0.0
     return float(calendar.timegm(parsed.timetuple()))
@@ -82,19 +87,29 @@ def _query(level: str, **keys: str) -> Dataset:
     return identifier
 
 
-def _count(row: Dataset, keyword: str) -> int:
+#: A C-FIND match as text, by keyword: decoded once, then read many times.
+Row = dict[str, str]
+
+
+def _read_rows(matches: Sequence[Dataset], query: Dataset) -> list[Row]:
+    """The text of every key the query asked for (and the level), of every match."""
+    keywords = ["QueryRetrieveLevel", *(elem.keyword for elem in query if elem.keyword)]
+    return [{keyword: naming.text_of(match, keyword) for keyword in keywords} for match in matches]
+
+
+def _count(row: Row, keyword: str) -> int:
     """A NumberOf...Related... value of a C-FIND match; -1 when absent or not a number."""
-    text = naming.text_of(row, keyword).strip()
+    text = row.get(keyword, "").strip()
     return int(text) if text.isdigit() else -1
 
 
-def _unique_rows(rows: Sequence[Dataset], uid_keyword: str, level: str) -> list[Dataset]:
+def _unique_rows(rows: Sequence[Row], uid_keyword: str, level: str) -> list[Row]:
     """Drop malformed C-FIND matches (no UID, a duplicate UID, another level), saying so."""
     seen: set[str] = set()
     kept = []
     for row in rows:
-        uid = naming.text_of(row, uid_keyword).strip()
-        row_level = naming.text_of(row, "QueryRetrieveLevel").strip()
+        uid = row.get(uid_keyword, "").strip()
+        row_level = row.get("QueryRetrieveLevel", "").strip()
         if row_level and row_level != level:
             LOGGER.warning("skipping a C-FIND match at level %r in a %s listing", row_level, level)
         elif not uid:
@@ -227,31 +242,38 @@ class Tree:
             self._listings.put(key, listing)
             return listing
 
+    def _find(self, query: Dataset) -> list[Row]:
+        return _read_rows(self._client.find(query), query)
+
     def _find_patients(self) -> Listing:
         if self._client.model == "patient":
-            rows = self._client.find(_query("PATIENT", PatientID="", PatientName=""))
+            rows = self._find(_query("PATIENT", PatientID="", PatientName=""))
             rows = _unique_rows(rows, "PatientID", "PATIENT")
-            return self._name_patients({naming.text_of(r, "PatientID"): (r, 0.0) for r in rows})
-        rows = self._client.find(self._study_query(PatientID="", PatientName=""))
+            return self._name_patients({r["PatientID"]: (r, 0.0) for r in rows})
+        rows = self._find(self._study_query(PatientID="", PatientName=""))
         rows = _unique_rows(rows, "StudyInstanceUID", "STUDY")
-        by_patient: dict[str, list[Dataset]] = defaultdict(list)
+        by_patient: dict[str, list[Row]] = defaultdict(list)
         for row in rows:
-            by_patient[naming.text_of(row, "PatientID")].append(row)
+            by_patient[row["PatientID"]].append(row)
         patients = {}
         for patient_id, studies in by_patient.items():
             # Merged by Patient ID; the name of the newest study stands for the patient.
-            newest = max(studies, key=lambda r: (self._study_time(r), naming.text_of(r, "StudyInstanceUID")))
+            newest = max(studies, key=lambda r: (self._study_time(r), r["StudyInstanceUID"]))
             patients[patient_id] = (newest, self._study_time(newest))
         listing = self._name_patients(patients)
         # The same answer lists every patient's studies: save each patient directory a C-FIND.
-        for entry in listing.entries:
-            studies_listing = self._name_studies(entry.patient_id, by_patient[entry.patient_id])
-            self._listings.put(f"{self._prefix}/studies/{entry.patient_id}", studies_listing)
+        self._listings.put_many(
+            (
+                f"{self._prefix}/studies/{entry.patient_id}",
+                self._name_studies(entry.patient_id, by_patient[entry.patient_id]),
+            )
+            for entry in listing.entries
+        )
         return listing
 
-    def _name_patients(self, patients: dict[str, tuple[Dataset, float]]) -> Listing:
+    def _name_patients(self, patients: dict[str, tuple[Row, float]]) -> Listing:
         pairs = [
-            (naming.patient_dir_name(naming.text_of(row, "PatientName"), patient_id), patient_id)
+            (naming.patient_dir_name(row["PatientName"], patient_id), patient_id)
             for patient_id, (row, _mtime) in patients.items()
         ]
         names = naming.make_unique(pairs)
@@ -274,24 +296,24 @@ class Tree:
         )
 
     @staticmethod
-    def _study_time(row: Dataset) -> float:
-        return dicom_time(naming.text_of(row, "StudyDate"), naming.text_of(row, "StudyTime"))
+    def _study_time(row: Row) -> float:
+        return dicom_time(row["StudyDate"], row["StudyTime"])
 
     def _find_studies(self, patient: Entry) -> Listing:
-        rows = self._client.find(self._study_query(PatientID=patient.patient_id))
+        rows = self._find(self._study_query(PatientID=patient.patient_id))
         # The PACS matches wildcards and treats an empty ID as "any": keep exact matches only.
-        rows = [r for r in rows if naming.text_of(r, "PatientID") == patient.patient_id]
+        rows = [r for r in rows if r["PatientID"] == patient.patient_id]
         return self._name_studies(patient.patient_id, _unique_rows(rows, "StudyInstanceUID", "STUDY"))
 
-    def _name_studies(self, patient_id: str, rows: Sequence[Dataset]) -> Listing:
+    def _name_studies(self, patient_id: str, rows: Sequence[Row]) -> Listing:
         pairs = [
             (
                 naming.study_dir_name(
-                    naming.text_of(r, "StudyDate"),
-                    naming.text_of(r, "StudyDescription"),
-                    naming.text_of(r, "AccessionNumber"),
+                    r["StudyDate"],
+                    r["StudyDescription"],
+                    r["AccessionNumber"],
                 ),
-                naming.text_of(r, "StudyInstanceUID").strip(),
+                r["StudyInstanceUID"].strip(),
             )
             for r in rows
         ]
@@ -320,16 +342,16 @@ class Tree:
         }
         if self._client.model == "patient":
             keys["PatientID"] = study.patient_id
-        rows = _unique_rows(self._client.find(_query("SERIES", **keys)), "SeriesInstanceUID", "SERIES")
-        rows = [r for r in rows if naming.text_of(r, "StudyInstanceUID").strip() in ("", study.study_uid)]
+        rows = _unique_rows(self._find(_query("SERIES", **keys)), "SeriesInstanceUID", "SERIES")
+        rows = [r for r in rows if r["StudyInstanceUID"].strip() in ("", study.study_uid)]
         pairs = [
             (
                 naming.series_dir_name(
-                    naming.text_of(r, "SeriesNumber"),
-                    naming.text_of(r, "Modality"),
-                    naming.text_of(r, "SeriesDescription"),
+                    r["SeriesNumber"],
+                    r["Modality"],
+                    r["SeriesDescription"],
                 ),
-                naming.text_of(r, "SeriesInstanceUID").strip(),
+                r["SeriesInstanceUID"].strip(),
             )
             for r in rows
         ]
@@ -356,14 +378,12 @@ class Tree:
         }
         if self._client.model == "patient":
             keys["PatientID"] = series.patient_id
-        rows = _unique_rows(self._client.find(_query("IMAGE", **keys)), "SOPInstanceUID", "IMAGE")
-        rows = [r for r in rows if naming.text_of(r, "SeriesInstanceUID").strip() in ("", series.series_uid)]
+        rows = _unique_rows(self._find(_query("IMAGE", **keys)), "SOPInstanceUID", "IMAGE")
+        rows = [r for r in rows if r["SeriesInstanceUID"].strip() in ("", series.series_uid)]
         pairs = [
             (
-                naming.instance_file_name(
-                    naming.text_of(r, "InstanceNumber"), naming.text_of(r, "SOPInstanceUID")
-                ),
-                naming.text_of(r, "SOPInstanceUID").strip(),
+                naming.instance_file_name(r["InstanceNumber"], r["SOPInstanceUID"]),
+                r["SOPInstanceUID"].strip(),
             )
             for r in rows
         ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from pydicom.dataset import Dataset
 
 from dicomfs.tree import _unique_rows, dicom_time
 
@@ -24,13 +23,14 @@ def test_dicom_time(date: str, clock: str, expected: float) -> None:
     assert dicom_time(date, clock) == expected
 
 
-def row(level: str | None, uid: str | None) -> Dataset:
-    ds = Dataset()
+def row(level: str | None, uid: str | None) -> dict[str, str]:
+    """A C-FIND match as the tree reads it: text by keyword, absent keys missing."""
+    found = {}
     if level is not None:
-        ds.QueryRetrieveLevel = level
+        found["QueryRetrieveLevel"] = level
     if uid is not None:
-        ds.SeriesInstanceUID = uid
-    return ds
+        found["SeriesInstanceUID"] = uid
+    return found
 
 
 def test_malformed_rows_are_skipped_and_logged(caplog: pytest.LogCaptureFixture) -> None:
@@ -42,7 +42,7 @@ def test_malformed_rows_are_skipped_and_logged(caplog: pytest.LogCaptureFixture)
         row(None, "1.3"),
     ]
     kept = _unique_rows(rows, "SeriesInstanceUID", "SERIES")
-    assert [r.SeriesInstanceUID for r in kept] == ["1.1", "1.3"]
+    assert [r["SeriesInstanceUID"] for r in kept] == ["1.1", "1.3"]
     assert "without SeriesInstanceUID" in caplog.text
     assert "duplicate" in caplog.text
     assert "level 'IMAGE'" in caplog.text
