@@ -3,7 +3,7 @@
 Layout under ``cachedir``::
 
     listings/    diskcache: C-FIND results, so a remount lists without the network
-    instances/   diskcache: one file per SOP instance, as received, LRU-evicted at ``cachesize``
+    instances/   diskcache: one file per SOP instance, as received, evicted oldest first at ``cachesize``
     partial/     files being received; emptied at start, so a crash leaves nothing half-written
 
 An instance is first written whole to ``partial/``, then *renamed* into the instance cache inside
@@ -57,7 +57,7 @@ class RenamingDisk(diskcache.Disk):
 
 
 class InstanceStore:
-    """Instance files keyed by SOP Instance UID, bounded by ``size_limit`` bytes (LRU eviction)."""
+    """Instance files keyed by SOP Instance UID, bounded by ``size_limit`` bytes (oldest out first)."""
 
     def __init__(self, cachedir: str, size_limit: int) -> None:
         root = Path(cachedir)
@@ -68,8 +68,10 @@ class InstanceStore:
             str(root / "instances"),
             disk=RenamingDisk,
             size_limit=size_limit,
-            eviction_policy="least-recently-used",
-            # One LRU entry out per entry in (the volume stays within about one instance of the
+            # Oldest first: LRU would make every first lookup of an instance per mount a SQLite
+            # write (a warm copy of 500 files spent most of its time there).
+            eviction_policy="least-recently-stored",
+            # One entry out per entry in (the volume stays within about one instance of the
             # limit): diskcache's default of 10 empties a small cache at once, evicting instances
             # that just landed for readers still waiting to open them.
             cull_limit=1,
@@ -77,7 +79,6 @@ class InstanceStore:
             timeout=60,
         )
         # Where each instance we have seen is, and its size: getattr and open then touch no SQLite.
-        # (So LRU order is refreshed once per instance and mount, when it is first looked up.)
         self._files: dict[str, tuple[str, int]] = {}
         self._lock = threading.Lock()
 
