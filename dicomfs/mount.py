@@ -92,6 +92,7 @@ class MountServices:
             method=opts.retrieve,
             destination_aet=opts.aet,
             workers=max(1, opts.maxassoc - 1),
+            parallel=opts.parallel,
             timeout=opts.timeout,
         )
         self.scheduler.start()

@@ -226,6 +226,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("cachesize", SIZE, 10 * 1024**3, "instance cache size limit (20G, 512M, 100k, bytes)"),
     Option("model", _choice("study", "patient"), "study", "C-FIND query/retrieve information model"),
     Option("maxassoc", _int_range(1, 64), 4, "maximum simultaneous associations to the PACS"),
+    Option(
+        "parallel",
+        _int_range(1, 16),
+        1,
+        "associations one large series is split over (helps on slow links; 1 is fastest on a LAN)",
+    ),
     Option("tls", BOOL, False, "speak DICOM over TLS (needs tlscert and tlskey)"),
     Option("tlscert", PATH, "", "TLS client certificate (PEM)", shown_default="none"),
     Option("tlskey", PATH, "", "TLS private key (PEM)", shown_default="none"),
@@ -278,6 +284,7 @@ class MountOptions:
     cachesize: int = _default("cachesize")
     model: str = _default("model")
     maxassoc: int = _default("maxassoc")
+    parallel: int = _default("parallel")
     tls: bool = _default("tls")
     tlscert: str = _default("tlscert")
     tlskey: str = _default("tlskey")

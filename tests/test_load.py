@@ -45,14 +45,23 @@ def load_series(tmp_path_factory: pytest.TempPathFactory) -> list[SeriesData]:
 
 
 @pytest.fixture(scope="module")
+def parts_series(tmp_path_factory: pytest.TempPathFactory) -> SeriesData:
+    """Large enough to be split into parts (retrieval.MIN_PART_SIZE)."""
+    return write_series(tmp_path_factory.mktemp("parts-data"), "parts", 60, size=64, patient_id="PARTS")
+
+
+@pytest.fixture(scope="module")
 def load_server(
-    tmp_path_factory: pytest.TempPathFactory, load_series: list[SeriesData], load_port: int
+    tmp_path_factory: pytest.TempPathFactory,
+    load_series: list[SeriesData],
+    parts_series: SeriesData,
+    load_port: int,
 ) -> Iterator[OrthancServer]:
     server = OrthancServer(
         tmp_path_factory.mktemp("load-orthanc"), destinations=[MoveDestination(DICOMFS_AET, HOST, load_port)]
     )
     with server:
-        post_files(server, [path for series in load_series for path in series.files])
+        post_files(server, [path for series in [*load_series, parts_series] for path in series.files])
         yield server
 
 
@@ -145,3 +154,23 @@ def test_thousands_of_entries_are_listed_completely(
         )
         assert sorted(listing.stdout.splitlines()) == sorted(series.sources())
         assert len(os.listdir(directory)) == BIG_SERIES
+
+
+@pytest.mark.parametrize("retrieve", ["move", "get"])
+def test_a_series_split_over_parallel_associations_arrives_whole(
+    load_server: OrthancServer, parts_series: SeriesData, load_port: int, tmp_path: Path, retrieve: str
+) -> None:
+    """parallel=3: IMAGE-level retrievals of UID lists; the last file is read first (hurried)."""
+    opts = options(load_server, tmp_path / "cache", load_port, retrieve=retrieve, parallel=3, maxassoc=4)
+    with mounted(tmp_path / "mnt", opts) as mount:
+        folder = series_dir(mount.mountpoint, parts_series)
+        expected = parts_series.sources()
+        last = sorted(expected)[-1]
+        with open(folder / last, "rb") as first_reader:
+            assert first_reader.read(1) == b"\0"  # the 128-byte preamble
+        got = {name: dataset_bytes((folder / name).read_bytes()) for name in expected}
+        assert got == expected
+        wait_until(
+            lambda: f"series {parts_series.series_uid}: 60 instances" in mount.log_text(), 10, "the log"
+        )
+        assert "Traceback" not in mount.log_text()

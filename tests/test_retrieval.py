@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -57,14 +58,9 @@ def test_a_stalled_retrieval_fails_instead_of_hanging() -> None:
 def test_large_series_are_split_into_parts_covering_every_instance(
     workers: int, count: int, parts: int
 ) -> None:
+    nothing: Any = None  # _split needs no collaborators
     scheduler = RetrievalScheduler(
-        None,
-        None,
-        None,
-        method="get",
-        destination_aet="X",
-        workers=workers,
-        timeout=1,  # type: ignore[arg-type]
+        nothing, nothing, nothing, method="get", destination_aet="X", workers=workers, timeout=1, parallel=8
     )
     order = tuple(f"uid{n}" for n in range(count))
     split = scheduler._split(order)
