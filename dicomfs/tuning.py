@@ -7,6 +7,8 @@
   mode is not sticky, so it is re-armed after each read. A C-ECHO drops from ~45 ms to ~1 ms.
 * Larger reads: pynetdicom reads PDUs 4 KiB at a time into a growing bytearray; reading into a
   preallocated buffer in large chunks costs far fewer Python calls per megabyte.
+* The DUL reactor's idle sleep (1 ms between polls of the socket) waits on the socket instead, so
+  a PDU that arrives is read at once rather than up to 1 ms later (~6 % of a series transfer).
 
 The receive path is patched once, process-wide, in ``install()``: pynetdicom offers no hook for it.
 """
@@ -15,9 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import socket
+import threading
+import time
 from typing import Any
 
+from pynetdicom import dul as _dul
 from pynetdicom import evt
 from pynetdicom.transport import AssociationSocket
 
@@ -60,9 +66,32 @@ def _recv(self: Any, nr_bytes: int) -> bytearray:
     return buffer
 
 
+class _ReactorClock:
+    """Stands in for ``time`` inside ``pynetdicom.dul``: the reactor's idle ``sleep`` returns as soon
+    as its socket has data. It never waits longer than the sleep it replaces."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        thread = threading.current_thread()
+        sock = None
+        if isinstance(thread, _dul.DULServiceProvider):
+            sock = getattr(thread.socket, "socket", None)
+        if sock is None or seconds <= 0:
+            time.sleep(seconds)
+            return
+        try:
+            select.select([sock], [], [], seconds)
+        except (OSError, ValueError):  # closed under us: behave as before
+            time.sleep(seconds)
+
+
 def install() -> None:
-    """Patch pynetdicom's receive path (idempotent)."""
+    """Patch pynetdicom's receive path and reactor clock (idempotent)."""
     global _installed
     if not _installed:
         AssociationSocket.recv = _recv  # type: ignore[method-assign]
+        _dul.time = _ReactorClock()  # type: ignore[assignment]
         _installed = True
