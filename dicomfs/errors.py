@@ -15,6 +15,10 @@ class PacsError(DicomFSError):
     """The PACS refused, aborted, timed out or answered with a failure status (EIO)."""
 
 
+class QueryRefused(PacsError):
+    """The PACS answered no: association rejected, model not accepted, or a failure status."""
+
+
 class RetrievalFailed(DicomFSError):
     """A requested instance did not arrive whole (EIO)."""
 

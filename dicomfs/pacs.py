@@ -27,7 +27,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, _config, build_role, evt
 
-from dicomfs.errors import PacsError
+from dicomfs.errors import PacsError, QueryRefused
 from dicomfs.negotiation import MAX_CONTEXTS, get_storage_contexts
 from dicomfs.tuning import install, tune_socket
 
@@ -149,7 +149,9 @@ class PacsClient:
                 tls_args=tls_args,
             )
             if not assoc.is_established:
-                raise PacsError(self._refusal_reason(assoc))
+                # A rejection is an answer (e.g. no proposed context accepted); anything else is not.
+                failure = QueryRefused if assoc.is_rejected else PacsError
+                raise failure(self._refusal_reason(assoc))
             try:
                 yield assoc
             except BaseException:
@@ -186,12 +188,24 @@ class PacsClient:
             if _status_of(status) != STATUS_SUCCESS:
                 raise PacsError(f"C-ECHO failed with status 0x{int(status.Status):04X}")
 
-    def find(self, identifier: Dataset) -> list[Dataset]:
-        """C-FIND with ``identifier`` in the mount's query model; all matches, or PacsError."""
-        model = _MODELS[self.model]["find"]
+    def find(self, identifier: Dataset, model_name: str = "") -> list[Dataset]:
+        """C-FIND with ``identifier`` in the mount's query model (or ``model_name``); all matches.
+
+        Raises QueryRefused when the PACS does not accept the model or fails the query, and
+        PacsError when it cannot be reached or gives up.
+        """
+        model = _MODELS[model_name or self.model]["find"]
         started = time.monotonic()
         matches: list[Dataset] = []
-        with self._association([(model, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]) as assoc:
+        # Both models are proposed: a PACS that accepts none of the contexts aborts the association
+        # (pynetdicom), which would look like an outage; with two, the missing one is a clear "no".
+        syntaxes = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+        contexts = [(models["find"], syntaxes) for models in _MODELS.values()]
+        with self._association(contexts) as assoc:
+            if not any(cx.abstract_syntax == model for cx in assoc.accepted_contexts):
+                raise QueryRefused(
+                    f"the PACS does not accept C-FIND in the {model_name or self.model} root model"
+                )
             for status, match in assoc.send_c_find(identifier, model):
                 code = _status_of(status)
                 if code in STATUS_PENDING:
@@ -200,7 +214,7 @@ class PacsClient:
                 elif code == STATUS_SUCCESS:
                     break
                 else:
-                    raise PacsError(f"C-FIND failed with status 0x{code:04X}")
+                    raise QueryRefused(f"C-FIND failed with status 0x{code:04X}")
         LOGGER.debug(
             "C-FIND %s: %d matches in %.3f s",
             identifier.get("QueryRetrieveLevel", "?"),

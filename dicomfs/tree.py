@@ -26,7 +26,7 @@ from pydicom.dataset import Dataset
 
 from dicomfs import naming
 from dicomfs.cache import InstanceStore, ListingCache
-from dicomfs.errors import NotFound, PacsError
+from dicomfs.errors import NotFound, PacsError, QueryRefused
 from dicomfs.pacs import PacsClient
 from dicomfs.retrieval import RetrievalScheduler, SeriesRef
 
@@ -103,8 +103,8 @@ def _count(row: Row, keyword: str) -> int:
     return int(text) if text.isdigit() else -1
 
 
-def _unique_rows(rows: Sequence[Row], uid_keyword: str, level: str) -> list[Row]:
-    """Drop malformed C-FIND matches (no UID, a duplicate UID, another level), saying so."""
+def _unique_rows(rows: Sequence[Row], uid_keyword: str, level: str, required: bool = True) -> list[Row]:
+    """Drop malformed C-FIND matches (no UID if ``required``, a duplicate, another level), saying so."""
     seen: set[str] = set()
     kept = []
     for row in rows:
@@ -112,7 +112,7 @@ def _unique_rows(rows: Sequence[Row], uid_keyword: str, level: str) -> list[Row]
         row_level = row.get("QueryRetrieveLevel", "").strip()
         if row_level and row_level != level:
             LOGGER.warning("skipping a C-FIND match at level %r in a %s listing", row_level, level)
-        elif not uid:
+        elif not uid and required:
             LOGGER.warning("skipping a C-FIND %s match without %s", level, uid_keyword)
         elif uid in seen:
             LOGGER.warning("skipping a duplicate C-FIND %s match for %s", level, uid)
@@ -141,6 +141,8 @@ class Tree:
         # Listings of different PACSes must not mix when they share a cachedir.
         self._prefix = f"{LISTING_FORMAT}/{cache_prefix}"
         self.mount_time = time.time()
+        # Whether the PACS answers Patient Root PATIENT-level queries (None: not tried yet).
+        self._patient_root: bool | None = None
         self._key_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_lock = threading.Lock()
 
@@ -246,10 +248,22 @@ class Tree:
         return _read_rows(self._client.find(query), query)
 
     def _find_patients(self) -> Listing:
-        if self._client.model == "patient":
-            rows = self._find(_query("PATIENT", PatientID="", PatientName=""))
-            rows = _unique_rows(rows, "PatientID", "PATIENT")
-            return self._name_patients({r["PatientID"]: (r, 0.0) for r in rows})
+        """Patients from a Patient Root PATIENT-level query where the PACS accepts one (half the
+        rows of a study-level query, and fewer keys); else from the studies, merged by Patient ID."""
+        if self._patient_root is not False:
+            query = _query("PATIENT", PatientID="", PatientName="", NumberOfPatientRelatedStudies="")
+            try:
+                rows = _read_rows(self._client.find(query, "patient"), query)
+            except QueryRefused as exc:
+                if self._client.model == "patient":
+                    raise
+                LOGGER.info("patients come from studies: %s", exc)
+                self._patient_root = False
+            else:
+                self._patient_root = True
+                # An empty Patient ID is still a patient (study-level listings show it too).
+                rows = _unique_rows(rows, "PatientID", "PATIENT", required=False)
+                return self._name_patients({r["PatientID"]: (r, 0.0) for r in rows})
         rows = self._find(self._study_query(PatientID="", PatientName=""))
         rows = _unique_rows(rows, "StudyInstanceUID", "STUDY")
         by_patient: dict[str, list[Row]] = defaultdict(list)
@@ -278,8 +292,14 @@ class Tree:
         ]
         names = naming.make_unique(pairs)
         entries = [
-            Entry(name=name, kind=PATIENT, patient_id=patient_id, mtime=mtime or self.mount_time)
-            for name, (patient_id, (_row, mtime)) in zip(names, patients.items(), strict=True)
+            Entry(
+                name=name,
+                kind=PATIENT,
+                patient_id=patient_id,
+                mtime=mtime or self.mount_time,
+                children_count=_count(row, "NumberOfPatientRelatedStudies"),
+            )
+            for name, (patient_id, (row, mtime)) in zip(names, patients.items(), strict=True)
         ]
         return Listing(tuple(sorted(entries, key=lambda e: e.name)))
 
