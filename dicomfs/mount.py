@@ -99,6 +99,8 @@ class MountServices:
         self._started.append(self.scheduler.stop)
         prefix = f"{opts.aec}@{opts.serveraddress}:{opts.serverport}/{opts.model}"
         self.tree = Tree(self.client, self.listings, self.store, self.scheduler, cache_prefix=prefix)
+        self.tree.start_prefetching()
+        self._started.append(self.tree.stop_prefetching)
         LOGGER.info("mounted %s at %s (retrieve=%s)", prefix, opts.mountpoint, opts.retrieve)
 
     def stop(self) -> None:

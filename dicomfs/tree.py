@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import calendar
 import logging
+import queue
 import threading
 import time
 from collections import defaultdict
@@ -26,13 +27,17 @@ from pydicom.dataset import Dataset
 
 from dicomfs import naming
 from dicomfs.cache import InstanceStore, ListingCache
-from dicomfs.errors import NotFound, PacsError, QueryRefused
+from dicomfs.errors import DicomFSError, NotFound, PacsError, QueryRefused
 from dicomfs.pacs import PacsClient
 from dicomfs.retrieval import RetrievalScheduler, SeriesRef
 
 LOGGER = logging.getLogger(__name__)
 
 PATIENT, STUDY, SERIES, INSTANCE = "patient", "study", "series", "instance"
+
+#: A fresh patient or study listing with at most this many children has their listings fetched
+#: ahead, in the background (a study's few series; not a root of thousands of patients).
+PREFETCH_MAX_CHILDREN = 8
 
 #: Part of every listing's cache key: a new format of ``Entry`` must not meet old pickles.
 LISTING_FORMAT = "v2"
@@ -141,6 +146,8 @@ class Tree:
         # Listings of different PACSes must not mix when they share a cachedir.
         self._prefix = f"{LISTING_FORMAT}/{cache_prefix}"
         self.mount_time = time.time()
+        self._prefetch_queue: queue.SimpleQueue[Entry | None] = queue.SimpleQueue()
+        self._prefetcher: threading.Thread | None = None
         # Whether the PACS answers Patient Root PATIENT-level queries (None: not tried yet).
         self._patient_root: bool | None = None
         self._key_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
@@ -161,21 +168,54 @@ class Tree:
             entry = found
         return entry
 
-    def children(self, entry: Entry | None) -> Listing:
-        """The listing of a directory entry (None: the root)."""
+    def children(self, entry: Entry | None, *, prefetch: bool = True) -> Listing:
+        """The listing of a directory entry (None: the root).
+
+        When a patient's or a study's listing comes fresh from the PACS, the listings of its few
+        children are fetched in the background (``prefetch``): the next `ls` is then answered from
+        the cache.
+        """
         if entry is None:
             return self._cached("patients", self._find_patients)
+        find: Callable[[Entry], Listing]
         if entry.kind == PATIENT:
-            return self._cached(
-                f"studies/{entry.patient_id}", lambda: self._complete(entry, self._find_studies)
-            )
-        if entry.kind == STUDY:
-            return self._cached(f"series/{entry.study_uid}", lambda: self._complete(entry, self._find_series))
-        if entry.kind == SERIES:
-            return self._cached(
-                f"instances/{entry.series_uid}", lambda: self._complete(entry, self._find_instances)
-            )
-        raise NotFound(entry.name)
+            key, find = f"studies/{entry.patient_id}", self._find_studies
+        elif entry.kind == STUDY:
+            key, find = f"series/{entry.study_uid}", self._find_series
+        elif entry.kind == SERIES:
+            key, find = f"instances/{entry.series_uid}", self._find_instances
+        else:
+            raise NotFound(entry.name)
+        listing, fresh = self._cached_fresh(key, lambda: self._complete(entry, find))
+        if (
+            fresh
+            and prefetch
+            and entry.kind in (PATIENT, STUDY)
+            and len(listing.entries) <= PREFETCH_MAX_CHILDREN
+        ):
+            for child in listing.entries:
+                self._prefetch_queue.put(child)
+        return listing
+
+    def start_prefetching(self) -> None:
+        """Start the one background thread that fetches listings ahead (from FUSE init)."""
+        self._prefetcher = threading.Thread(target=self._prefetch_ahead, name="prefetch", daemon=True)
+        self._prefetcher.start()
+
+    def stop_prefetching(self) -> None:
+        if self._prefetcher is not None:
+            self._prefetch_queue.put(None)
+            self._prefetcher = None
+
+    def _prefetch_ahead(self) -> None:
+        while True:
+            entry = self._prefetch_queue.get()
+            if entry is None:
+                return
+            try:
+                self.children(entry, prefetch=False)
+            except DicomFSError as exc:  # only a guess at what comes next: never an error
+                LOGGER.debug("prefetching %s: %s", entry.name, exc)
 
     def _complete(self, entry: Entry, find: Callable[[Entry], Listing]) -> Listing:
         """A listing no shorter than the PACS's own count of the entry's children, if it gave one.
@@ -223,26 +263,30 @@ class Tree:
     # -- listings -----------------------------------------------------------------------------
 
     def _cached(self, key: str, find: Callable[[], Listing]) -> Listing:
-        """A fresh cached listing, or a new one from the PACS (one C-FIND per key at a time)."""
+        return self._cached_fresh(key, find)[0]
+
+    def _cached_fresh(self, key: str, find: Callable[[], Listing]) -> tuple[Listing, bool]:
+        """(listing, came from the PACS just now): a fresh cached listing, or a new one from the
+        PACS (one C-FIND per key at a time), or a stale one when the PACS cannot be reached."""
         key = f"{self._prefix}/{key}"
         got = self._listings.get(key)
         if got is not None and got[1]:
-            return got[0]
+            return got[0], False
         with self._locks_lock:
             lock = self._key_locks[key]
         with lock:
             got = self._listings.get(key)
             if got is not None and got[1]:
-                return got[0]
+                return got[0], False
             try:
                 listing = find()
             except PacsError as exc:
                 if got is None:
                     raise
                 LOGGER.warning("PACS unavailable (%s); serving the cached listing of %s", exc, key)
-                return got[0]
+                return got[0], False
             self._listings.put(key, listing)
-            return listing
+            return listing, True
 
     def _find(self, query: Dataset) -> list[Row]:
         return _read_rows(self._client.find(query), query)

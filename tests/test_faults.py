@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import diskcache
 import pytest
 
 from tests.conftest import DICOMFS_AET
@@ -354,3 +355,26 @@ def test_thousands_of_listings_are_all_complete(
                 future.result()
         assert sum(counts) >= 300, counts
         assert "Traceback" not in mount.log_text()
+
+
+def test_listings_of_a_listed_patients_studies_are_fetched_ahead(
+    pacs_up: OrthancServer, fault_data: FaultData, tmp_path: Path, move_target: int
+) -> None:
+    """Listing a patient fetches its studies' series listings in the background: the next `ls`
+    needs no PACS (here: none is running any more)."""
+    series = fault_data.tiny
+    cachedir = tmp_path / "cache"
+    with mounted(tmp_path / "mnt", options(pacs_up, cachedir, move_target)) as mount:
+        patient = next(p for p in mount.mountpoint.iterdir() if p.name.endswith(f"({series.patient_id})"))
+        (study,) = os.listdir(patient)
+        listings = diskcache.Cache(str(cachedir / "listings"))
+        try:
+            wait_until(
+                lambda: any(str(key).endswith(f"/series/{series.study_uid}") for key in listings.iterkeys()),
+                10,
+                "the study's series listing to be fetched ahead",
+            )
+        finally:
+            listings.close()
+        pacs_up.stop()
+        assert len(os.listdir(patient / study)) == 1
