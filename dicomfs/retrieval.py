@@ -41,6 +41,8 @@ MIN_PART_SIZE = 24
 #: stream (`cp`, `ls -l`) is never hurried, which would only slow the stream down.
 HURRY_AFTER_S = 0.05
 HURRY_MIN_AHEAD = 8
+#: ... and with this many due before it, it is hurried at once (a viewer opening a late image).
+HURRY_AT_ONCE_AHEAD = 32
 
 PRIORITY_HURRIED, PRIORITY_PART = 0, 1
 
@@ -213,6 +215,8 @@ class RetrievalScheduler:
         if size is not None:
             return size
         job = self._job_for(ref, series_sop_uids or [sop_uid])
+        if job.due_before(sop_uid) >= HURRY_AT_ONCE_AHEAD:  # far down the stream: do not even wait
+            self._hurry(job, sop_uid)
         return job.wait_for(sop_uid, stall_s=2 * self._timeout + 5, hurry=lambda: self._hurry(job, sop_uid))
 
     def _job_for(self, ref: SeriesRef, sop_uids: Sequence[str]) -> SeriesJob:
