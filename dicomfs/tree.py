@@ -127,6 +127,19 @@ def _unique_rows(rows: Sequence[Row], uid_keyword: str, level: str, required: bo
     return kept
 
 
+def _named(
+    rows: Sequence[Row], name_of: Callable[[Row], str], uid_keyword: str
+) -> list[tuple[str, str, Row]]:
+    """(unique name, UID, row) for each row: ``naming.make_unique`` over the rows' base names."""
+    pairs = [(name_of(row), row[uid_keyword].strip()) for row in rows]
+    names = naming.make_unique(pairs)
+    return [(name, uid, row) for name, (_base, uid), row in zip(names, pairs, rows, strict=True)]
+
+
+def _sorted(entries: Sequence[Entry]) -> Listing:
+    return Listing(tuple(sorted(entries, key=lambda entry: entry.name)))
+
+
 class Tree:
     """Resolves paths to entries and lists directories, through the cache and the PACS."""
 
@@ -345,7 +358,7 @@ class Tree:
             )
             for name, (patient_id, (row, mtime)) in zip(names, patients.items(), strict=True)
         ]
-        return Listing(tuple(sorted(entries, key=lambda e: e.name)))
+        return _sorted(entries)
 
     def _study_query(self, **keys: str) -> Dataset:
         return _query(
@@ -370,30 +383,22 @@ class Tree:
         return self._name_studies(patient.patient_id, _unique_rows(rows, "StudyInstanceUID", "STUDY"))
 
     def _name_studies(self, patient_id: str, rows: Sequence[Row]) -> Listing:
-        pairs = [
-            (
-                naming.study_dir_name(
-                    r["StudyDate"],
-                    r["StudyDescription"],
-                    r["AccessionNumber"],
-                ),
-                r["StudyInstanceUID"].strip(),
-            )
-            for r in rows
-        ]
-        names = naming.make_unique(pairs)
-        entries = [
-            Entry(
-                name=name,
-                kind=STUDY,
-                patient_id=patient_id,
-                study_uid=uid,
-                mtime=self._study_time(row) or self.mount_time,
-                children_count=_count(row, "NumberOfStudyRelatedSeries"),
-            )
-            for name, (_base, uid), row in zip(names, pairs, rows, strict=True)
-        ]
-        return Listing(tuple(sorted(entries, key=lambda e: e.name)))
+        def name_of(row: Row) -> str:
+            return naming.study_dir_name(row["StudyDate"], row["StudyDescription"], row["AccessionNumber"])
+
+        return _sorted(
+            [
+                Entry(
+                    name=name,
+                    kind=STUDY,
+                    patient_id=patient_id,
+                    study_uid=uid,
+                    mtime=self._study_time(row) or self.mount_time,
+                    children_count=_count(row, "NumberOfStudyRelatedSeries"),
+                )
+                for name, uid, row in _named(rows, name_of, "StudyInstanceUID")
+            ]
+        )
 
     def _find_series(self, study: Entry) -> Listing:
         keys = {
@@ -408,30 +413,24 @@ class Tree:
             keys["PatientID"] = study.patient_id
         rows = _unique_rows(self._find(_query("SERIES", **keys)), "SeriesInstanceUID", "SERIES")
         rows = [r for r in rows if r["StudyInstanceUID"].strip() in ("", study.study_uid)]
-        pairs = [
-            (
-                naming.series_dir_name(
-                    r["SeriesNumber"],
-                    r["Modality"],
-                    r["SeriesDescription"],
-                ),
-                r["SeriesInstanceUID"].strip(),
-            )
-            for r in rows
-        ]
-        entries = [
-            Entry(
-                name=name,
-                kind=SERIES,
-                patient_id=study.patient_id,
-                study_uid=study.study_uid,
-                series_uid=uid,
-                mtime=study.mtime,
-                children_count=_count(row, "NumberOfSeriesRelatedInstances"),
-            )
-            for name, (_base, uid), row in zip(naming.make_unique(pairs), pairs, rows, strict=True)
-        ]
-        return Listing(tuple(sorted(entries, key=lambda e: e.name)))
+
+        def name_of(row: Row) -> str:
+            return naming.series_dir_name(row["SeriesNumber"], row["Modality"], row["SeriesDescription"])
+
+        return _sorted(
+            [
+                Entry(
+                    name=name,
+                    kind=SERIES,
+                    patient_id=study.patient_id,
+                    study_uid=study.study_uid,
+                    series_uid=uid,
+                    mtime=study.mtime,
+                    children_count=_count(row, "NumberOfSeriesRelatedInstances"),
+                )
+                for name, uid, row in _named(rows, name_of, "SeriesInstanceUID")
+            ]
+        )
 
     def _find_instances(self, series: Entry) -> Listing:
         keys = {
@@ -444,23 +443,21 @@ class Tree:
             keys["PatientID"] = series.patient_id
         rows = _unique_rows(self._find(_query("IMAGE", **keys)), "SOPInstanceUID", "IMAGE")
         rows = [r for r in rows if r["SeriesInstanceUID"].strip() in ("", series.series_uid)]
-        pairs = [
-            (
-                naming.instance_file_name(r["InstanceNumber"], r["SOPInstanceUID"]),
-                r["SOPInstanceUID"].strip(),
-            )
-            for r in rows
-        ]
-        entries = [
-            Entry(
-                name=name,
-                kind=INSTANCE,
-                patient_id=series.patient_id,
-                study_uid=series.study_uid,
-                series_uid=series.series_uid,
-                sop_uid=uid,
-                mtime=series.mtime,
-            )
-            for name, (_base, uid) in zip(naming.make_unique(pairs), pairs, strict=True)
-        ]
-        return Listing(tuple(sorted(entries, key=lambda e: e.name)))
+
+        def name_of(row: Row) -> str:
+            return naming.instance_file_name(row["InstanceNumber"], row["SOPInstanceUID"])
+
+        return _sorted(
+            [
+                Entry(
+                    name=name,
+                    kind=INSTANCE,
+                    patient_id=series.patient_id,
+                    study_uid=series.study_uid,
+                    series_uid=series.series_uid,
+                    sop_uid=uid,
+                    mtime=series.mtime,
+                )
+                for name, uid, _row in _named(rows, name_of, "SOPInstanceUID")
+            ]
+        )

@@ -21,6 +21,7 @@ import struct
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pynetdicom.association
@@ -29,6 +30,9 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittle
 from pynetdicom import AE, build_context, evt
 
 from dicomfs.samples import deterministic_uid, make_instance
+from tests.conftest import DICOMFS_AET
+from tests.mounting import mount_options
+from tests.pacs_servers import free_port
 
 LOGGER = logging.getLogger(__name__)
 
@@ -319,3 +323,21 @@ class BrokenPacs:
             yield code, failed
         elif behaviour is not Behaviour.FEWER:
             yield STATUS_PENDING, last
+
+
+def options_for(pacs: BrokenPacs, cachedir: Path, retrieve: str, timeout: float, **extra: object) -> str:
+    """Mount options for a dicomfs mount of ``pacs``; its C-MOVEs go to the mount's storage SCP."""
+    port = free_port()
+    pacs.move_port = port
+    return mount_options(
+        serveraddress=pacs.host,
+        serverport=pacs.port,
+        aec=pacs.ae_title,
+        aet=DICOMFS_AET,
+        localport=port,
+        localaddress="127.0.0.1",
+        cachedir=cachedir,
+        timeout=timeout,
+        retrieve=retrieve,
+        **extra,
+    )

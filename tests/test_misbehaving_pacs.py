@@ -13,10 +13,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from tests.broken_pacs import SERIES, Behaviour, BrokenPacs, SeriesData, deterministic_uid
-from tests.conftest import DICOMFS_AET
-from tests.mounting import Mount, mount_options, mounted, wait_until
-from tests.pacs_servers import free_port
+from tests.broken_pacs import SERIES, Behaviour, BrokenPacs, SeriesData, deterministic_uid, options_for
+from tests.mounting import Mount, mounted, wait_until
 
 LOGGER = logging.getLogger(__name__)
 
@@ -36,25 +34,11 @@ def broken() -> Iterator[BrokenPacs]:
         yield pacs
 
 
-def broken_options(pacs: BrokenPacs, tmp_path: Path, retrieve: str) -> str:
-    port = free_port()
-    pacs.move_port = port
-    return mount_options(
-        serveraddress=pacs.host,
-        serverport=pacs.port,
-        aec=pacs.ae_title,
-        aet=DICOMFS_AET,
-        localport=port,
-        localaddress="127.0.0.1",
-        cachedir=tmp_path / "cache",
-        timeout=TIMEOUT_S,
-        retrieve=retrieve,
-    )
-
-
 @pytest.fixture(params=["get", "move"])
 def mount(request: pytest.FixtureRequest, broken: BrokenPacs, tmp_path: Path) -> Iterator[Mount]:
-    with mounted(tmp_path / "mnt", broken_options(broken, tmp_path, request.param)) as handle:
+    with mounted(
+        tmp_path / "mnt", options_for(broken, tmp_path / "cache", request.param, TIMEOUT_S)
+    ) as handle:
         yield handle
 
 

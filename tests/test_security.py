@@ -16,9 +16,9 @@ import pydicom
 import pytest
 
 from tests.broken_pacs import INSTANCES, SERIES, BrokenPacs
+from tests.broken_pacs import options_for as broken_options_for
 from tests.conftest import DICOMFS_AET
-from tests.mounting import Mount, mount_options, mounted
-from tests.pacs_servers import free_port
+from tests.mounting import Mount, mounted
 
 pytestmark = pytest.mark.integration
 
@@ -27,20 +27,7 @@ MARGIN_S = 1.5  # over ``timeout`` for a failing call: process and FUSE overhead
 
 
 def options_for(pacs: BrokenPacs, cachedir: Path, retrieve: str, **extra: object) -> str:
-    port = free_port()
-    pacs.move_port = port
-    return mount_options(
-        serveraddress=pacs.host,
-        serverport=pacs.port,
-        aec=pacs.ae_title,
-        aet=DICOMFS_AET,
-        localport=port,
-        localaddress="127.0.0.1",
-        cachedir=cachedir,
-        timeout=TIMEOUT_S,
-        retrieve=retrieve,
-        **extra,
-    )
+    return broken_options_for(pacs, cachedir, retrieve, TIMEOUT_S, **extra)
 
 
 @pytest.fixture
