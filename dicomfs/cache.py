@@ -56,6 +56,10 @@ class RenamingDisk(diskcache.Disk):
         return super().store(value, read, key)
 
 
+#: Instances whose place and size are remembered in memory (~200 bytes each): 20 MB at most.
+MAX_REMEMBERED_FILES = 100_000
+
+
 class InstanceStore:
     """Instance files keyed by SOP Instance UID, bounded by ``size_limit`` bytes (oldest out first)."""
 
@@ -96,8 +100,13 @@ class InstanceStore:
             return None
         with handle:
             known = (handle.name, os.fstat(handle.fileno()).st_size)
-        self._files[sop_uid] = known
+        self._remember(sop_uid, known)
         return known
+
+    def _remember(self, sop_uid: str, known: tuple[str, int]) -> None:
+        if len(self._files) >= MAX_REMEMBERED_FILES:
+            self._files.clear()  # a lookup cache: what is forgotten is asked of SQLite again
+        self._files[sop_uid] = known
 
     def size_of(self, sop_uid: str) -> int | None:
         """The cached instance's size in bytes, or None when it is not cached."""
@@ -134,7 +143,7 @@ class InstanceStore:
                     return known[1]
                 received = ReceivedFile(partial_path, size)
                 self._cache.set(sop_uid, received, retry=True)
-                self._files[sop_uid] = (received.final_path, size)
+                self._remember(sop_uid, (received.final_path, size))
         except OSError as exc:
             discard(partial_path)
             if exc.errno == errno.ENOSPC:
