@@ -67,8 +67,10 @@ def configure_logging(opts: MountOptions) -> None:
     root.setLevel(level)
     # pynetdicom says a lot at INFO about every association; keep it for -d.
     logging.getLogger("pynetdicom").setLevel(logging.DEBUG if opts.debug else logging.WARNING)
-    # pydicom warns (through `warnings`) on every badly encoded name; the names are repaired anyway.
+    # pydicom warns (through `warnings` and its logger) on every badly encoded or over-long value
+    # of a C-FIND answer; naming repairs them, so that is noise but for -d.
     warnings.filterwarnings("ignore", module="pydicom")
+    logging.getLogger("pydicom").setLevel(logging.DEBUG if opts.debug else logging.ERROR)
 
 
 def fuse_kwargs(opts: MountOptions) -> dict[str, object]:
