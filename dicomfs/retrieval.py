@@ -348,18 +348,23 @@ class RetrievalScheduler:
         self, job: SeriesJob, sop_uids: tuple[str, ...], service: str, compressed_first: bool
     ) -> RetrieveOutcome:
         ref = job.ref
-        identifier = Dataset()
-        identifier.QueryRetrieveLevel = "IMAGE" if sop_uids else "SERIES"
-        if self._client.model == "patient":
-            identifier.PatientID = ref.patient_id
-        identifier.StudyInstanceUID = ref.study_uid
-        identifier.SeriesInstanceUID = ref.series_uid
+        identifier = self._identifier(ref, "IMAGE" if sop_uids else "SERIES")
         if sop_uids:
             identifier.SOPInstanceUID = list(sop_uids) if len(sop_uids) > 1 else sop_uids[0]
         if service == "get":
             sop_classes = self._sop_classes(job)
             return self._client.get(identifier, self._receiver.handle_store, sop_classes, compressed_first)
         return self._client.move(identifier, self._destination)
+
+    def _identifier(self, ref: SeriesRef, level: str) -> Dataset:
+        """The unique keys of the series at ``level`` (Patient Root needs the Patient ID too)."""
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = level
+        if self._client.model == "patient":
+            identifier.PatientID = ref.patient_id
+        identifier.StudyInstanceUID = ref.study_uid
+        identifier.SeriesInstanceUID = ref.series_uid
+        return identifier
 
     def _sop_classes(self, job: SeriesJob) -> list[str]:
         """The SOP class of the series' first instance, so C-GET can offer it each stored syntax.
@@ -374,12 +379,7 @@ class RetrievalScheduler:
             return job.sop_classes
 
     def _probe_sop_class(self, ref: SeriesRef, sop_uid: str) -> list[str]:
-        query = Dataset()
-        query.QueryRetrieveLevel = "IMAGE"
-        if self._client.model == "patient":
-            query.PatientID = ref.patient_id
-        query.StudyInstanceUID = ref.study_uid
-        query.SeriesInstanceUID = ref.series_uid
+        query = self._identifier(ref, "IMAGE")
         query.SOPInstanceUID = sop_uid
         query.SOPClassUID = ""
         try:
