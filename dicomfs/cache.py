@@ -8,8 +8,10 @@ Layout under ``cachedir``::
 
 An instance is first written whole to ``partial/``, then *renamed* into the instance cache inside
 the same diskcache transaction that indexes it (``RenamingDisk``): a reader either finds the
-complete file or nothing. Cached instances never change (a SOP Instance UID names one object), so
-an evicted file that is still open stays readable through its descriptor (POSIX unlink semantics).
+complete file or nothing. An instance is keyed by its Study, Series *and* SOP Instance UIDs
+(:class:`~dicomfs.model.InstanceKey`): PACSes hold the same SOP Instance UID in two series, and
+one must never be served for the other. Cached instances never change, so an evicted file that is
+still open stays readable through its descriptor (POSIX unlink semantics).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 import diskcache
 
 from dicomfs.errors import StorageFull
+from dicomfs.model import InstanceKey
 
 LOGGER = logging.getLogger(__name__)
 
@@ -56,12 +59,28 @@ class RenamingDisk(diskcache.Disk):
         return super().store(value, read, key)
 
 
-#: Instances whose place and size are remembered in memory (~200 bytes each): 20 MB at most.
+#: Instances whose place and size are remembered in memory (~300 bytes each): 30 MB at most.
 MAX_REMEMBERED_FILES = 100_000
+
+#: First element of every instance's diskcache key. Entries of dicomfs 0.1, keyed by SOP Instance
+#: UID alone, never match a key of this format: they are not trusted, only evicted in time.
+_KEY_FORMAT = "i2"
+
+
+def _disk_key(key: InstanceKey) -> tuple[str, str, str, str]:
+    return (_KEY_FORMAT, key.study_uid, key.series_uid, key.sop_uid)
 
 
 class InstanceStore:
-    """Instance files keyed by SOP Instance UID, bounded by ``size_limit`` bytes (oldest out first)."""
+    """Instance files keyed by :class:`InstanceKey`, bounded by ``size_limit`` bytes (oldest out first).
+
+    Parameters
+    ----------
+    cachedir : str
+        The cache directory; ``instances/`` and ``partial/`` are made below it.
+    size_limit : int
+        Bytes the instance files may take; diskcache evicts the least recently stored beyond it.
+    """
 
     def __init__(self, cachedir: str, size_limit: int) -> None:
         root = Path(cachedir)
@@ -83,71 +102,87 @@ class InstanceStore:
             timeout=60,
         )
         # Where each instance we have seen is, and its size: getattr and open then touch no SQLite.
-        self._files: dict[str, tuple[str, int]] = {}
+        self._files: dict[InstanceKey, tuple[str, int]] = {}
         self._lock = threading.Lock()
 
     def close(self) -> None:
         self._cache.close()
 
-    def _locate(self, sop_uid: str) -> tuple[str, int] | None:
-        known = self._files.get(sop_uid)
+    def _locate(self, key: InstanceKey) -> tuple[str, int] | None:
+        known = self._files.get(key)
         if known is not None:
             if os.path.exists(known[0]):  # a stat, not SQLite; eviction may have removed it
                 return known
-            self._files.pop(sop_uid, None)
-        handle = self._cache.get(sop_uid, read=True, retry=True)
+            self._files.pop(key, None)
+        handle = self._cache.get(_disk_key(key), read=True, retry=True)
         if handle is None:
             return None
         with handle:
             known = (handle.name, os.fstat(handle.fileno()).st_size)
-        self._remember(sop_uid, known)
+        self._remember(key, known)
         return known
 
-    def _remember(self, sop_uid: str, known: tuple[str, int]) -> None:
+    def _remember(self, key: InstanceKey, known: tuple[str, int]) -> None:
         if len(self._files) >= MAX_REMEMBERED_FILES:
             self._files.clear()  # a lookup cache: what is forgotten is asked of SQLite again
-        self._files[sop_uid] = known
+        self._files[key] = known
 
-    def size_of(self, sop_uid: str) -> int | None:
+    def size_of(self, key: InstanceKey) -> int | None:
         """The cached instance's size in bytes, or None when it is not cached."""
-        known = self._locate(sop_uid)
+        known = self._locate(key)
         return known[1] if known else None
 
-    def __contains__(self, sop_uid: str) -> bool:
-        return self._locate(sop_uid) is not None
+    def __contains__(self, key: InstanceKey) -> bool:
+        return self._locate(key) is not None
 
-    def open(self, sop_uid: str) -> int | None:
+    def open(self, key: InstanceKey) -> int | None:
         """An OS file descriptor on the cached instance (the caller closes it), or None."""
         for _attempt in range(2):
-            known = self._locate(sop_uid)
+            known = self._locate(key)
             if known is None:
                 return None
             try:
                 return os.open(known[0], os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:  # evicted since we looked: ask the index again
-                self._files.pop(sop_uid, None)
+                self._files.pop(key, None)
         return None
+
+    @property
+    def partial_dir(self) -> str:
+        """Where instances being received are written (same file system as the store)."""
+        return str(self._partial)
 
     def new_partial(self) -> tuple[int, str]:
         """A fresh file in ``partial/`` for an instance being received: (fd, path)."""
         return tempfile.mkstemp(dir=self._partial, suffix=".part")
 
-    def commit(self, sop_uid: str, partial_path: str) -> int:
-        """Adopt a complete partial file as the instance ``sop_uid``; returns its size."""
+    def commit(self, key: InstanceKey, partial_path: str) -> int:
+        """Adopt a complete partial file as the instance ``key``; returns its size in bytes.
+
+        The file is renamed, never copied. When the instance is cached already, the partial file
+        is dropped and the cached size returned: a stored object never changes.
+
+        Raises
+        ------
+        StorageFull
+            When the disk has no room for the index entry (the partial file is removed).
+        OSError
+            Any other failure to adopt the file (the partial file is removed).
+        """
         size = os.stat(partial_path).st_size
         try:
             with self._lock:
-                known = self._files.get(sop_uid)
-                if known is not None and os.path.exists(known[0]):  # a SOP instance never changes
+                known = self._locate(key)
+                if known is not None:
                     os.unlink(partial_path)
                     return known[1]
                 received = ReceivedFile(partial_path, size)
-                self._cache.set(sop_uid, received, retry=True)
-                self._remember(sop_uid, (received.final_path, size))
+                self._cache.set(_disk_key(key), received, retry=True)
+                self._remember(key, (received.final_path, size))
         except OSError as exc:
             discard(partial_path)
             if exc.errno == errno.ENOSPC:
-                raise StorageFull(f"no space left in the cache for {sop_uid}") from exc
+                raise StorageFull(f"no space left in the cache for {key.sop_uid}") from exc
             raise
         return size
 
@@ -194,6 +229,11 @@ class ListingCache:
         item = (time.time(), value)
         self._remember(key, item)
         self._disk.set(key, item, retry=True)
+
+    def discard(self, key: str) -> None:
+        """Forget ``key``: its next lookup asks the PACS."""
+        self._memory.pop(key, None)
+        self._disk.delete(key, retry=True)
 
     def put_many(self, items: Iterable[tuple[str, Any]]) -> None:
         """Several puts in one disk transaction (the root listing fills thousands at once)."""

@@ -223,32 +223,45 @@ def read_instance(path: Path) -> IndexedInstance | None:
     return IndexedInstance(path, dataset, sop_class, transfer_syntax)
 
 
+def entity_key(dataset: Dataset, level: str) -> tuple[str, ...]:
+    """What makes an entity of ``level`` one: its own key *and* those of every level above.
+
+    Archives hold the same SOP Instance UID in two series, the same Series Instance UID in two
+    studies, the same Patient ID from two issuers (PS3.3 C.7.1.1: an ID is unique only within its
+    issuer); like a hierarchical PACS we keep those apart instead of merging them.
+    """
+    chain = ("PatientID", "IssuerOfPatientID", *(LEVEL_KEYS[lv] for lv in _PATIENT_ROOT_LEVELS[1:]))
+    depth = 2 + _PATIENT_ROOT_LEVELS.index(level)
+    return tuple(str(dataset.get(keyword, "") or "").strip() for keyword in chain[:depth])
+
+
 class ArchiveIndex:
     """The in-memory index of a folder: instances grouped per Q/R level, and query matching."""
 
     def __init__(self, instances: Iterable[IndexedInstance], ae_title: str) -> None:
         self.instances = tuple(instances)
         self._entities: dict[str, list[Entity]] = {}
-        for level, keyword in LEVEL_KEYS.items():
-            groups: dict[str, list[IndexedInstance]] = {}
+        for level in LEVEL_KEYS:
+            groups: dict[tuple[str, ...], list[IndexedInstance]] = {}
             for instance in self.instances:
-                groups.setdefault(str(instance.dataset.get(keyword, "")), []).append(instance)
+                groups.setdefault(entity_key(instance.dataset, level), []).append(instance)
             self._entities[level] = [Entity(tuple(g), _summarize(g, ae_title)) for g in groups.values()]
 
     @classmethod
     def from_folder(cls, folder: Path, ae_title: str) -> ArchiveIndex:
-        """Index every DICOM file under `folder`; duplicate SOP Instance UIDs keep the first file."""
-        seen: set[str] = set()
+        """Index every DICOM file under `folder`; a duplicate object (same patient, study, series
+        and SOP Instance UID) keeps the first file."""
+        seen: set[tuple[str, ...]] = set()
         instances = []
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             instance = read_instance(path)
             if instance is None:
                 continue
-            uid = str(instance.dataset.SOPInstanceUID)
-            if uid in seen:
-                LOGGER.warning("skipping %s: duplicate SOP Instance UID %s", path, uid)
+            key = entity_key(instance.dataset, "IMAGE")
+            if key in seen:
+                LOGGER.warning("skipping %s: duplicate object %s", path, key[-1])
                 continue
-            seen.add(uid)
+            seen.add(key)
             instances.append(instance)
         LOGGER.info("demo archive: %d instances indexed under %s", len(instances), folder)
         return cls(instances, ae_title)

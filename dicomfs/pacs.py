@@ -4,7 +4,8 @@ Every association gets the same tuning (why: measured on loopback against Orthan
 
 * ``TCP_NODELAY`` on our sockets, because neither side disables Nagle and every DIMSE
   request/response pair otherwise stalls ~40 ms on delayed ACKs;
-* ``max_pdu=0`` (unlimited receive PDU), because the stock 16 kB PDU costs ~10 %;
+* a 4 MiB receive PDU (``tuning.MAX_RECEIVE_PDU``), because the stock 16 kB PDU costs ~10 %,
+  and an unlimited one lets a peer send a whole huge object as one PDU (memory);
 * identifiers are not formatted for the debug log (``LOG_RESPONSE_IDENTIFIERS``), which costs
   ~40 % on large listings even when logging is off.
 
@@ -29,7 +30,7 @@ from pynetdicom import AE, _config, build_role, evt
 
 from dicomfs.errors import PacsError, QueryRefused
 from dicomfs.negotiation import MAX_CONTEXTS, get_storage_contexts
-from dicomfs.tuning import install, tune_socket
+from dicomfs.tuning import MAX_RECEIVE_PDU, install, tune_socket
 
 LOGGER = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ class PacsClient:
         ae.dimse_timeout = timeout
         ae.network_timeout = timeout
         ae.connection_timeout = timeout
-        ae.maximum_pdu_size = 0
+        ae.maximum_pdu_size = MAX_RECEIVE_PDU
         return ae
 
     @contextmanager
@@ -143,7 +144,7 @@ class PacsClient:
                 self.address.host,
                 self.address.port,
                 ae_title=self.address.called_aet,
-                max_pdu=0,
+                max_pdu=MAX_RECEIVE_PDU,
                 ext_neg=list(roles) or None,
                 evt_handlers=[(evt.EVT_CONN_OPEN, tune_socket), *handlers],
                 tls_args=tls_args,

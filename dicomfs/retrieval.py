@@ -27,6 +27,7 @@ from pydicom.dataset import Dataset
 
 from dicomfs.cache import InstanceStore
 from dicomfs.errors import PacsError, RetrievalFailed
+from dicomfs.model import InstanceKey
 from dicomfs.pacs import STATUS_SUCCESS, PacsClient, RetrieveOutcome
 from dicomfs.storescp import InstanceReceiver
 
@@ -54,6 +55,10 @@ class SeriesRef:
     patient_id: str
     study_uid: str
     series_uid: str
+
+    def instance(self, sop_uid: str) -> InstanceKey:
+        """The key of one of the series' instances."""
+        return InstanceKey(self.study_uid, self.series_uid, sop_uid)
 
 
 class SeriesJob:
@@ -211,7 +216,7 @@ class RetrievalScheduler:
 
     def fetch(self, ref: SeriesRef, sop_uid: str, series_sop_uids: Sequence[str]) -> int:
         """Make sure ``sop_uid`` is cached and return its size; RetrievalFailed if it cannot be."""
-        size = self._store.size_of(sop_uid)
+        size = self._store.size_of(ref.instance(sop_uid))
         if size is not None:
             return size
         job = self._job_for(ref, series_sop_uids or [sop_uid])
@@ -230,7 +235,7 @@ class RetrievalScheduler:
                 raise RetrievalFailed("retrieval is not running")
             job = SeriesJob(ref, sop_uids)
             self._jobs[ref] = job
-            self._receiver.expect(job.expected, job)
+            self._receiver.expect((ref.study_uid, ref.series_uid), job.expected, job)
             job.parts = self._split(job.order)
             for part in job.parts:
                 self._submit(job, part, PRIORITY_PART)
@@ -284,9 +289,11 @@ class RetrievalScheduler:
             job.pending_parts -= 1
             if job.pending_parts > 0 or job.finished:
                 return
-            missing = [uid for uid in job.order if uid not in job.sizes and uid not in self._store]
+            missing = [
+                uid for uid in job.order if uid not in job.sizes and job.ref.instance(uid) not in self._store
+            ]
             final = None if not missing else (job.errors[-1] if job.errors else "the PACS did not send it")
-            self._receiver.forget(job.expected)
+            self._receiver.forget((job.ref.study_uid, job.ref.series_uid), job.expected)
             if self._jobs.get(job.ref) is job:
                 del self._jobs[job.ref]
             if final is None:
@@ -391,7 +398,9 @@ class RetrievalScheduler:
 
     def _judge(self, job: SeriesJob, wanted: Sequence[str], outcome: RetrieveOutcome) -> str | None:
         """Why a part failed, or None; logs partial deliveries (PS3.4 C.4.2.1.4 statuses)."""
-        missing = sum(1 for uid in wanted if uid not in job.sizes and uid not in self._store)
+        missing = sum(
+            1 for uid in wanted if uid not in job.sizes and job.ref.instance(uid) not in self._store
+        )
         if outcome.status == 0xA801:
             return (
                 f"status 0xA801: the PACS does not know {self._destination!r} as a move destination, "

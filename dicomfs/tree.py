@@ -9,11 +9,18 @@
 Listings are cached (``ListingCache``) for ``ttl``; a stale listing is served, with a warning,
 when the PACS cannot be reached. Only what the listing shows is asked for: Orthanc opens every
 file for non-indexed IMAGE-level keys (issue #3). This module knows nothing of FUSE.
+
+Identity (``dicomfs.model``): every listing is cached under its whole parent chain (patient,
+study, series), and a C-FIND row that names another parent is not listed: PACSes hold one Series
+Instance UID under two studies, one study under two patients, one Patient ID for two persons
+(issue #7). Patients are told apart by Patient ID *and* Issuer of Patient ID, and, where the PACS
+gives no issuer, by name.
 """
 
 from __future__ import annotations
 
 import calendar
+import json
 import logging
 import queue
 import threading
@@ -28,6 +35,7 @@ from pydicom.dataset import Dataset
 from dicomfs import naming
 from dicomfs.cache import InstanceStore, ListingCache
 from dicomfs.errors import DicomFSError, NotFound, PacsError, QueryRefused
+from dicomfs.model import InstanceKey, PatientKey, identify_patients, name_key
 from dicomfs.pacs import PacsClient
 from dicomfs.retrieval import RetrievalScheduler, SeriesRef
 
@@ -40,7 +48,12 @@ PATIENT, STUDY, SERIES, INSTANCE = "patient", "study", "series", "instance"
 PREFETCH_MAX_CHILDREN = 8
 
 #: Part of every listing's cache key: a new format of ``Entry`` must not meet old pickles.
-LISTING_FORMAT = "v2"
+LISTING_FORMAT = "v3"
+
+#: Patient IDs found to stand for several persons only once their studies were listed (a PACS
+#: such as Orthanc merges patients by Patient ID alone, so its PATIENT-level answer shows one).
+#: Bounded: such IDs are rare, and a forgotten one is found again on its next study listing.
+MAX_SPLIT_PATIENT_IDS = 1_000
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,21 @@ class Entry:
     mtime: float = 0.0
     #: How many children the PACS counts (NumberOf...Related...), -1 when it does not say.
     children_count: int = -1
+    #: The rest of the patient's identity (``model.PatientKey``): issuer, name key, split.
+    patient_issuer: str = ""
+    patient_name: str = ""
+    patient_split: bool = False
+    #: The patient's own Patient Name and issuer as the PACS gave them (whose studies these are).
+    shown_name: str = ""
+
+    @property
+    def patient(self) -> PatientKey:
+        return PatientKey(self.patient_id, self.patient_issuer, self.patient_name, self.patient_split)
+
+    @property
+    def instance(self) -> InstanceKey:
+        """The stored object an instance entry stands for."""
+        return InstanceKey(self.study_uid, self.series_uid, self.sop_uid)
 
 
 @dataclass
@@ -108,23 +136,40 @@ def _count(row: Row, keyword: str) -> int:
     return int(text) if text.isdigit() else -1
 
 
-def _unique_rows(rows: Sequence[Row], uid_keyword: str, level: str, required: bool = True) -> list[Row]:
-    """Drop malformed C-FIND matches (no UID if ``required``, a duplicate, another level), saying so."""
-    seen: set[str] = set()
+def _unique_rows(
+    rows: Sequence[Row], uid_keyword: str, level: str, required: bool = True, also: Sequence[str] = ()
+) -> list[Row]:
+    """Drop malformed C-FIND matches (no UID if ``required``, a duplicate, another level), saying so.
+
+    A duplicate is a row with the same UID *and* the same values of the ``also`` keywords (the
+    same Study Instance UID under two patients is two rows, not one).
+    """
+    seen: set[tuple[str, ...]] = set()
     kept = []
     for row in rows:
         uid = row.get(uid_keyword, "").strip()
+        identity = (uid, *(_identity_text(row, keyword) for keyword in also))
         row_level = row.get("QueryRetrieveLevel", "").strip()
         if row_level and row_level != level:
             LOGGER.warning("skipping a C-FIND match at level %r in a %s listing", row_level, level)
         elif not uid and required:
             LOGGER.warning("skipping a C-FIND %s match without %s", level, uid_keyword)
-        elif uid in seen:
+        elif identity in seen:
             LOGGER.warning("skipping a duplicate C-FIND %s match for %s", level, uid)
         else:
-            seen.add(uid)
+            seen.add(identity)
             kept.append(row)
     return kept
+
+
+def _identity_text(row: Row, keyword: str) -> str:
+    value = row.get(keyword, "")
+    return name_key(value) if keyword == "PatientName" else value.strip()
+
+
+def _patient_of(row: Row) -> tuple[str, str, str]:
+    """(Patient ID, Issuer of Patient ID, Patient Name) of a C-FIND row."""
+    return (row.get("PatientID", ""), row.get("IssuerOfPatientID", ""), row.get("PatientName", ""))
 
 
 def _named(
@@ -138,6 +183,27 @@ def _named(
 
 def _sorted(entries: Sequence[Entry]) -> Listing:
     return Listing(tuple(sorted(entries, key=lambda entry: entry.name)))
+
+
+def _listing_key(kind: str, *parents: str) -> str:
+    """The cache key of a listing: its kind and its whole parent chain (never a UID alone)."""
+    return f"{kind}/{json.dumps(parents, ensure_ascii=False)}"
+
+
+def _patient_fields(parent: Entry) -> dict[str, str | bool]:
+    """The patient identity a child entry inherits from its parent."""
+    return {
+        "patient_id": parent.patient_id,
+        "patient_issuer": parent.patient_issuer,
+        "patient_name": parent.patient_name,
+        "patient_split": parent.patient_split,
+    }
+
+
+def _names_other_parent(row: Row, keyword: str, parent_uid: str) -> bool:
+    """True when a C-FIND row carries ``keyword`` with a value other than its parent's UID."""
+    value = row.get(keyword, "").strip()
+    return bool(value) and value != parent_uid
 
 
 class Tree:
@@ -165,6 +231,10 @@ class Tree:
         self._patient_root: bool | None = None
         self._key_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_lock = threading.Lock()
+        # Patient IDs whose studies showed several persons: ID -> person -> (newest row, time).
+        self._split_patients: dict[str, dict[PatientKey, tuple[Row, float]]] = {}
+        self._logged_split: set[str] = set()
+        self._split_lock = threading.Lock()
 
     # -- paths --------------------------------------------------------------------------------
 
@@ -192,11 +262,12 @@ class Tree:
             return self._cached("patients", self._find_patients)
         find: Callable[[Entry], Listing]
         if entry.kind == PATIENT:
-            key, find = f"studies/{entry.patient_id}", self._find_studies
+            key, find = _listing_key("studies", entry.patient.text), self._find_studies
         elif entry.kind == STUDY:
-            key, find = f"series/{entry.study_uid}", self._find_series
+            key, find = _listing_key("series", entry.patient.text, entry.study_uid), self._find_series
         elif entry.kind == SERIES:
-            key, find = f"instances/{entry.series_uid}", self._find_instances
+            key = _listing_key("instances", entry.patient.text, entry.study_uid, entry.series_uid)
+            find = self._find_instances
         else:
             raise NotFound(entry.name)
         listing, fresh = self._cached_fresh(key, lambda: self._complete(entry, find))
@@ -254,12 +325,16 @@ class Tree:
     # -- instances ----------------------------------------------------------------------------
 
     def instance_size(self, entry: Entry) -> int:
-        """The exact size of an instance file: from the cache, or by retrieving its series."""
-        size = self._store.size_of(entry.sop_uid)
+        """The exact size of an instance file: from the cache, or by retrieving its series.
+
+        Only an object stored under the entry's own Study, Series and SOP Instance UIDs counts.
+        """
+        size = self._store.size_of(entry.instance)
         if size is not None:
             return size
         # The series listing that named this file is cached (maybe stale: that is fine here).
-        got = self._listings.get(f"{self._prefix}/instances/{entry.series_uid}")
+        key = _listing_key("instances", entry.patient.text, entry.study_uid, entry.series_uid)
+        got = self._listings.get(f"{self._prefix}/{key}")
         siblings = [sibling.sop_uid for sibling in got[0].entries] if got else [entry.sop_uid]
         ref = SeriesRef(entry.patient_id, entry.study_uid, entry.series_uid)
         return self._scheduler.fetch(ref, entry.sop_uid, siblings)
@@ -268,7 +343,7 @@ class Tree:
         """An OS file descriptor on the instance's cached file, retrieving it first if needed."""
         for _attempt in range(2):  # eviction may strike between retrieval and open: once more
             self.instance_size(entry)
-            fd = self._store.open(entry.sop_uid)
+            fd = self._store.open(entry.instance)
             if fd is not None:
                 return fd
         raise PacsError(f"{entry.sop_uid} left the cache as soon as it arrived (cachesize too small?)")
@@ -306,9 +381,16 @@ class Tree:
 
     def _find_patients(self) -> Listing:
         """Patients from a Patient Root PATIENT-level query where the PACS accepts one (half the
-        rows of a study-level query, and fewer keys); else from the studies, merged by Patient ID."""
+        rows of a study-level query, and fewer keys); else from the studies. Either way one
+        directory per person: Patient ID with issuer, and name where the PACS names no issuer."""
         if self._patient_root is not False:
-            query = _query("PATIENT", PatientID="", PatientName="", NumberOfPatientRelatedStudies="")
+            query = _query(
+                "PATIENT",
+                PatientID="",
+                IssuerOfPatientID="",
+                PatientName="",
+                NumberOfPatientRelatedStudies="",
+            )
             try:
                 rows = _read_rows(self._client.find(query, "patient"), query)
             except QueryRefused as exc:
@@ -319,46 +401,96 @@ class Tree:
             else:
                 self._patient_root = True
                 # An empty Patient ID is still a patient (study-level listings show it too).
-                rows = _unique_rows(rows, "PatientID", "PATIENT", required=False)
-                return self._name_patients({r["PatientID"]: (r, 0.0) for r in rows})
-        rows = self._find(self._study_query(PatientID="", PatientName=""))
-        rows = _unique_rows(rows, "StudyInstanceUID", "STUDY")
-        by_patient: dict[str, list[Row]] = defaultdict(list)
-        for row in rows:
-            by_patient[row["PatientID"]].append(row)
+                rows = _unique_rows(
+                    rows, "PatientID", "PATIENT", required=False, also=("IssuerOfPatientID", "PatientName")
+                )
+                keys = identify_patients([_patient_of(row) for row in rows])
+                patients = {key: (row, 0.0) for key, row in zip(keys, rows, strict=True)}
+                return self._name_patients(self._with_split_patients(patients))
+        rows = self._find(self._study_query(PatientID="", PatientName="", IssuerOfPatientID=""))
+        rows = _unique_rows(
+            rows, "StudyInstanceUID", "STUDY", also=("PatientID", "IssuerOfPatientID", "PatientName")
+        )
+        keys = identify_patients([_patient_of(row) for row in rows])
+        by_patient: dict[PatientKey, list[Row]] = defaultdict(list)
+        for key, row in zip(keys, rows, strict=True):
+            by_patient[key].append(row)
         patients = {}
-        for patient_id, studies in by_patient.items():
-            # Merged by Patient ID; the name of the newest study stands for the patient.
+        for key, studies in by_patient.items():
+            # The name of the newest study stands for the patient.
             newest = max(studies, key=lambda r: (self._study_time(r), r["StudyInstanceUID"]))
-            patients[patient_id] = (newest, self._study_time(newest))
+            patients[key] = (newest, self._study_time(newest))
         listing = self._name_patients(patients)
         # The same answer lists every patient's studies: save each patient directory a C-FIND.
         self._listings.put_many(
             (
-                f"{self._prefix}/studies/{entry.patient_id}",
-                self._name_studies(entry.patient_id, by_patient[entry.patient_id]),
+                f"{self._prefix}/{_listing_key('studies', entry.patient.text)}",
+                self._name_studies(entry, by_patient[entry.patient]),
             )
             for entry in listing.entries
         )
         return listing
 
-    def _name_patients(self, patients: dict[str, tuple[Row, float]]) -> Listing:
+    def _with_split_patients(
+        self, patients: dict[PatientKey, tuple[Row, float]]
+    ) -> dict[PatientKey, tuple[Row, float]]:
+        """The patients of a PATIENT-level answer, with the IDs that their study listings showed
+        to stand for several persons replaced by those persons."""
+        with self._split_lock:
+            split = {pid: dict(persons) for pid, persons in self._split_patients.items()}
+        if not split:
+            return patients
+        kept = {key: value for key, value in patients.items() if key.patient_id not in split}
+        for key in patients:
+            if key.patient_id in split:
+                for person, found in split[key.patient_id].items():
+                    kept[person] = found
+        return kept
+
+    def _name_patients(self, patients: dict[PatientKey, tuple[Row, float]]) -> Listing:
+        self._log_split_patients(patients)
         pairs = [
-            (naming.patient_dir_name(row["PatientName"], patient_id), patient_id)
-            for patient_id, (row, _mtime) in patients.items()
+            (naming.patient_dir_name(row["PatientName"], key.patient_id), key.text)
+            for key, (row, _mtime) in patients.items()
         ]
         names = naming.make_unique(pairs)
         entries = [
             Entry(
                 name=name,
                 kind=PATIENT,
-                patient_id=patient_id,
+                patient_id=key.patient_id,
+                patient_issuer=key.issuer,
+                patient_name=key.name,
+                patient_split=key.split,
+                shown_name=row["PatientName"],
                 mtime=mtime or self.mount_time,
-                children_count=_count(row, "NumberOfPatientRelatedStudies"),
+                children_count=-1 if key.split else _count(row, "NumberOfPatientRelatedStudies"),
             )
-            for name, (patient_id, (row, mtime)) in zip(names, patients.items(), strict=True)
+            for name, (key, (row, mtime)) in zip(names, patients.items(), strict=True)
         ]
         return _sorted(entries)
+
+    def _log_split_patients(self, patients: dict[PatientKey, tuple[Row, float]]) -> None:
+        """One warning per Patient ID that stands for several persons (not one per listing)."""
+        persons: dict[str, list[str]] = defaultdict(list)
+        for key, (row, _mtime) in patients.items():
+            if key.split:
+                issuer = f"issuer {key.issuer!r}" if key.issuer else "no issuer"
+                persons[key.patient_id].append(f"{row['PatientName'] or '(no name)'} ({issuer})")
+        with self._split_lock:
+            new = [pid for pid in persons if pid not in self._logged_split]
+            for pid in new:
+                if len(self._logged_split) >= MAX_SPLIT_PATIENT_IDS:
+                    self._logged_split.clear()
+                self._logged_split.add(pid)
+        for pid in new:
+            LOGGER.warning(
+                "Patient ID %r stands for %d persons at the PACS: %s; shown as separate patients "
+                "(the PACS should use Issuer of Patient ID)",
+                pid,
+                len(persons[pid]),
+                "; ".join(sorted(persons[pid])),
+            )
 
     def _study_query(self, **keys: str) -> Dataset:
         return _query(
@@ -377,12 +509,49 @@ class Tree:
         return dicom_time(row["StudyDate"], row["StudyTime"])
 
     def _find_studies(self, patient: Entry) -> Listing:
-        rows = self._find(self._study_query(PatientID=patient.patient_id))
+        rows = self._find(
+            self._study_query(PatientID=patient.patient_id, PatientName="", IssuerOfPatientID="")
+        )
         # The PACS matches wildcards and treats an empty ID as "any": keep exact matches only.
         rows = [r for r in rows if r["PatientID"] == patient.patient_id]
-        return self._name_studies(patient.patient_id, _unique_rows(rows, "StudyInstanceUID", "STUDY"))
+        rows = _unique_rows(rows, "StudyInstanceUID", "STUDY", also=("IssuerOfPatientID", "PatientName"))
+        if not patient.patient_split:
+            rows = self._own_studies(patient, rows)
+        else:
+            rows = [r for r in rows if patient.patient.admits(*_patient_of(r))]
+        return self._name_studies(patient, rows)
 
-    def _name_studies(self, patient_id: str, rows: Sequence[Row]) -> Listing:
+    def _own_studies(self, patient: Entry, rows: list[Row]) -> list[Row]:
+        """The studies of ``patient`` among those filed under its Patient ID.
+
+        A PACS that keeps patients by Patient ID alone (Orthanc) lists one patient for two
+        persons; their studies tell them apart. Then only this directory's person is listed here,
+        the others become patients of their own at the root (remembered, the root asked again).
+        """
+        keys = identify_patients([_patient_of(row) for row in rows])
+        if len(set(keys)) <= 1:
+            return rows
+        own = next(
+            (
+                key
+                for key in keys
+                if key.admits(patient.patient_id, patient.patient_issuer, patient.shown_name)
+            ),
+            None,
+        )
+        persons: dict[PatientKey, tuple[Row, float]] = {}
+        for key, row in zip(keys, rows, strict=True):
+            best = persons.get(key)
+            if best is None or self._study_time(row) > best[1]:
+                persons[key] = (row, self._study_time(row))
+        with self._split_lock:
+            if len(self._split_patients) >= MAX_SPLIT_PATIENT_IDS:
+                self._split_patients.pop(next(iter(self._split_patients)))
+            self._split_patients[patient.patient_id] = persons
+        self._listings.discard(f"{self._prefix}/patients")
+        return [row for key, row in zip(keys, rows, strict=True) if key == own]
+
+    def _name_studies(self, patient: Entry, rows: Sequence[Row]) -> Listing:
         def name_of(row: Row) -> str:
             return naming.study_dir_name(row["StudyDate"], row["StudyDescription"], row["AccessionNumber"])
 
@@ -391,10 +560,10 @@ class Tree:
                 Entry(
                     name=name,
                     kind=STUDY,
-                    patient_id=patient_id,
                     study_uid=uid,
                     mtime=self._study_time(row) or self.mount_time,
                     children_count=_count(row, "NumberOfStudyRelatedSeries"),
+                    **_patient_fields(patient),  # type: ignore[arg-type]
                 )
                 for name, uid, row in _named(rows, name_of, "StudyInstanceUID")
             ]
@@ -412,7 +581,7 @@ class Tree:
         if self._client.model == "patient":
             keys["PatientID"] = study.patient_id
         rows = _unique_rows(self._find(_query("SERIES", **keys)), "SeriesInstanceUID", "SERIES")
-        rows = [r for r in rows if r["StudyInstanceUID"].strip() in ("", study.study_uid)]
+        rows = self._of_parent(rows, "StudyInstanceUID", study.study_uid, study.name)
 
         def name_of(row: Row) -> str:
             return naming.series_dir_name(row["SeriesNumber"], row["Modality"], row["SeriesDescription"])
@@ -422,11 +591,11 @@ class Tree:
                 Entry(
                     name=name,
                     kind=SERIES,
-                    patient_id=study.patient_id,
                     study_uid=study.study_uid,
                     series_uid=uid,
                     mtime=study.mtime,
                     children_count=_count(row, "NumberOfSeriesRelatedInstances"),
+                    **_patient_fields(study),  # type: ignore[arg-type]
                 )
                 for name, uid, row in _named(rows, name_of, "SeriesInstanceUID")
             ]
@@ -442,7 +611,8 @@ class Tree:
         if self._client.model == "patient":
             keys["PatientID"] = series.patient_id
         rows = _unique_rows(self._find(_query("IMAGE", **keys)), "SOPInstanceUID", "IMAGE")
-        rows = [r for r in rows if r["SeriesInstanceUID"].strip() in ("", series.series_uid)]
+        rows = self._of_parent(rows, "StudyInstanceUID", series.study_uid, series.name)
+        rows = self._of_parent(rows, "SeriesInstanceUID", series.series_uid, series.name)
 
         def name_of(row: Row) -> str:
             return naming.instance_file_name(row["InstanceNumber"], row["SOPInstanceUID"])
@@ -452,12 +622,25 @@ class Tree:
                 Entry(
                     name=name,
                     kind=INSTANCE,
-                    patient_id=series.patient_id,
                     study_uid=series.study_uid,
                     series_uid=series.series_uid,
                     sop_uid=uid,
                     mtime=series.mtime,
+                    **_patient_fields(series),  # type: ignore[arg-type]
                 )
                 for name, uid, _row in _named(rows, name_of, "SOPInstanceUID")
             ]
         )
+
+    @staticmethod
+    def _of_parent(rows: list[Row], keyword: str, parent_uid: str, where: str) -> list[Row]:
+        """The rows that do not name another parent than ``parent_uid`` (logged when some do)."""
+        kept = [row for row in rows if not _names_other_parent(row, keyword, parent_uid)]
+        if len(kept) < len(rows):
+            LOGGER.warning(
+                "%s: the PACS answered %d rows of another %s; not listed",
+                where,
+                len(rows) - len(kept),
+                keyword,
+            )
+        return kept

@@ -30,6 +30,12 @@ from pynetdicom.transport import AssociationSocket
 LOGGER = logging.getLogger(__name__)
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+#: The largest PDU we let a peer send us (PS3.8 D.3.3.1, Maximum Length Received), in bytes.
+#: Unlimited (0) invited peers to send a whole 600 MB object as one PDU, which pynetdicom then held
+#: in memory several times over; 4 MiB keeps a PDU's cost per association small while the
+#: per-PDU overhead stays under 1 % (the stock 16 KiB cost ~10 % of a transfer, issue #3).
+MAX_RECEIVE_PDU = 4 * 1024 * 1024
 _CHUNK = 1024 * 1024
 _installed = False
 
