@@ -91,7 +91,8 @@ def test_one_sop_instance_uid_in_two_series_is_two_objects(tmp_path: Path) -> No
     store.commit(key("1.2.3", series_uid="A"), write_partial(store, b"object of series A"))
     assert store.size_of(key("1.2.3", series_uid="B")) is None
     assert store.open(key("1.2.3", series_uid="B")) is None
-    assert store.commit(key("1.2.3", series_uid="B"), write_partial(store, b"series B's")) == len(b"series B's")
+    second = write_partial(store, b"series B's")
+    assert store.commit(key("1.2.3", series_uid="B"), second) == len(b"series B's")
     for series, payload in (("A", b"object of series A"), ("B", b"series B's")):
         fd = store.open(key("1.2.3", series_uid=series))
         assert fd is not None
