@@ -27,7 +27,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from pydicom.dataset import Dataset
@@ -509,47 +509,54 @@ class Tree:
         return dicom_time(row["StudyDate"], row["StudyTime"])
 
     def _find_studies(self, patient: Entry) -> Listing:
-        rows = self._find(
-            self._study_query(PatientID=patient.patient_id, PatientName="", IssuerOfPatientID="")
-        )
+        """The studies of one person: filed under the Patient ID, and not another person's.
+
+        A PACS that keeps patients by Patient ID alone (Orthanc) answers one PATIENT-level row for
+        two persons; their studies tell them apart. Then this directory lists only its own
+        person's studies, and the others become patients of their own at the root (remembered,
+        and the root is asked for again).
+        """
+        query = self._study_query(PatientID=patient.patient_id, PatientName="", IssuerOfPatientID="")
         # The PACS matches wildcards and treats an empty ID as "any": keep exact matches only.
-        rows = [r for r in rows if r["PatientID"] == patient.patient_id]
+        rows = [r for r in self._find(query) if r["PatientID"] == patient.patient_id]
         rows = _unique_rows(rows, "StudyInstanceUID", "STUDY", also=("IssuerOfPatientID", "PatientName"))
-        if not patient.patient_split:
-            rows = self._own_studies(patient, rows)
-        else:
-            rows = [r for r in rows if patient.patient.admits(*_patient_of(r))]
+        persons = identify_patients([_patient_of(row) for row in rows])
+        if len(set(persons)) > 1:
+            self._remember_persons(patient.patient_id, persons, rows)
+            own = next(
+                (
+                    p
+                    for p in persons
+                    if p.admits(patient.patient_id, patient.patient_issuer, patient.shown_name)
+                ),
+                None,
+            )
+            rows = [row for person, row in zip(persons, rows, strict=True) if person == own]
+            if own is not None:  # the studies' series must be told apart by person too
+                patient = replace(
+                    patient,
+                    patient_issuer=own.issuer,
+                    patient_name=own.name,
+                    patient_split=True,
+                )
+        elif patient.patient_split:
+            rows = [row for row in rows if patient.patient.admits(*_patient_of(row))]
         return self._name_studies(patient, rows)
 
-    def _own_studies(self, patient: Entry, rows: list[Row]) -> list[Row]:
-        """The studies of ``patient`` among those filed under its Patient ID.
-
-        A PACS that keeps patients by Patient ID alone (Orthanc) lists one patient for two
-        persons; their studies tell them apart. Then only this directory's person is listed here,
-        the others become patients of their own at the root (remembered, the root asked again).
-        """
-        keys = identify_patients([_patient_of(row) for row in rows])
-        if len(set(keys)) <= 1:
-            return rows
-        own = next(
-            (
-                key
-                for key in keys
-                if key.admits(patient.patient_id, patient.patient_issuer, patient.shown_name)
-            ),
-            None,
-        )
-        persons: dict[PatientKey, tuple[Row, float]] = {}
-        for key, row in zip(keys, rows, strict=True):
-            best = persons.get(key)
+    def _remember_persons(self, patient_id: str, persons: Sequence[PatientKey], rows: Sequence[Row]) -> None:
+        """Remember the persons behind ``patient_id`` for the root; forget the root if they are new."""
+        newest: dict[PatientKey, tuple[Row, float]] = {}
+        for person, row in zip(persons, rows, strict=True):
+            best = newest.get(person)
             if best is None or self._study_time(row) > best[1]:
-                persons[key] = (row, self._study_time(row))
+                newest[person] = (row, self._study_time(row))
         with self._split_lock:
+            known = self._split_patients.pop(patient_id, None)
             if len(self._split_patients) >= MAX_SPLIT_PATIENT_IDS:
                 self._split_patients.pop(next(iter(self._split_patients)))
-            self._split_patients[patient.patient_id] = persons
-        self._listings.discard(f"{self._prefix}/patients")
-        return [row for key, row in zip(keys, rows, strict=True) if key == own]
+            self._split_patients[patient_id] = newest
+        if known is None or set(known) != set(newest):
+            self._listings.discard(f"{self._prefix}/patients")
 
     def _name_studies(self, patient: Entry, rows: Sequence[Row]) -> Listing:
         def name_of(row: Row) -> str:
@@ -578,10 +585,16 @@ class Tree:
             "SeriesDescription": "",
             "NumberOfSeriesRelatedInstances": "",
         }
-        if self._client.model == "patient":
-            keys["PatientID"] = study.patient_id
+        # Patient Root: the patient's unique key (PS3.4 C.6.1.2). Study Root: a return key only,
+        # so that a study filed under two patients shows each only its own series.
+        keys["PatientID"] = study.patient_id if self._client.model == "patient" else ""
+        if study.patient_split:  # one Patient ID, several persons: which one's series is it?
+            keys.update(IssuerOfPatientID="", PatientName="")
         rows = _unique_rows(self._find(_query("SERIES", **keys)), "SeriesInstanceUID", "SERIES")
         rows = self._of_parent(rows, "StudyInstanceUID", study.study_uid, study.name)
+        rows = self._of_parent(rows, "PatientID", study.patient_id, study.name)
+        if study.patient_split:
+            rows = [row for row in rows if study.patient.admits(study.patient_id, *_patient_of(row)[1:])]
 
         def name_of(row: Row) -> str:
             return naming.series_dir_name(row["SeriesNumber"], row["Modality"], row["SeriesDescription"])

@@ -1,0 +1,115 @@
+"""Archives whose identifiers collide across parents, served by the demo Q/R SCP to a real mount.
+
+Real PACSes hold the same SOP Instance UID in two series, one Series Instance UID under two studies,
+one study under two patients, and one Patient ID for two persons (issue #7). Each object written
+here carries a unique token (ImageComments) so a test can tell which object a file really is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+
+from dicomfs.demo import DemoArchive
+from dicomfs.samples import make_instance
+from tests.conftest import DICOMFS_AET
+from tests.fault_tools import dataset_bytes
+from tests.mounting import Mount, mount_options, mounted
+from tests.pacs_servers import free_port
+
+AE_TITLE = "IDPACS"
+
+
+@dataclass(frozen=True)
+class Obj:
+    """One stored object: where it sits in the hierarchy, and its token."""
+
+    patient_id: str
+    issuer: str
+    patient_name: str
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    series_description: str = "Series"
+    study_description: str = "Study"
+    instance_number: int = 1
+    series_number: int = 1
+    modality: str = "CT"
+
+    @property
+    def token(self) -> str:
+        return "|".join(
+            (self.patient_id, self.issuer, self.patient_name, self.study_uid, self.series_uid, self.sop_uid)
+        )
+
+
+def write_archive(folder: Path, objects: Sequence[Obj]) -> dict[str, bytes]:
+    """Write every object as a file; returns token -> its data set's bytes (without File Meta)."""
+    sources: dict[str, bytes] = {}
+    for number, obj in enumerate(objects):
+        ds = make_instance(
+            patient_name=obj.patient_name,
+            patient_id=obj.patient_id,
+            study_uid=obj.study_uid,
+            series_uid=obj.series_uid,
+            sop_uid=obj.sop_uid,
+            modality=obj.modality,
+            study_description=obj.study_description,
+            series_number=obj.series_number,
+            series_description=obj.series_description,
+            instance_number=obj.instance_number,
+            rows=8,
+            columns=8,
+            seed=number + 1,
+        )
+        if obj.issuer:
+            ds.IssuerOfPatientID = obj.issuer
+        ds.ImageComments = obj.token
+        path = folder / f"{number:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        sources[obj.token] = dataset_bytes(path.read_bytes())
+    return sources
+
+
+def token_of(data: bytes) -> str:
+    """The token of a data set read through the mount (Explicit VR Little Endian, no meta)."""
+    ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
+    return str(ds.ImageComments)
+
+
+@contextlib.contextmanager
+def served_and_mounted(folder: Path, work: Path, retrieve: str, timeout: float = 20) -> Iterator[Mount]:
+    """The demo SCP serving ``folder`` and a real dicomfs mount of it (both stopped on exit)."""
+    local_port = free_port()
+    archive = DemoArchive(
+        folder, ae_title=AE_TITLE, move_destinations={DICOMFS_AET: ("127.0.0.1", local_port)}
+    )
+    with archive:
+        options = mount_options(
+            serveraddress="127.0.0.1",
+            serverport=archive.port,
+            aec=AE_TITLE,
+            aet=DICOMFS_AET,
+            localport=local_port,
+            localaddress="127.0.0.1",
+            cachedir=work / "cache",
+            retrieve=retrieve,
+            timeout=timeout,
+        )
+        with mounted(work / "mnt", options) as mount:
+            yield mount
+
+
+def walk_files(root: Path) -> dict[Path, bytes]:
+    """The data set of every file below ``root`` (File Meta left out: the sender rebuilds it)."""
+    return {path: dataset_bytes(path.read_bytes()) for path in sorted(root.rglob("*.dcm"))}
+
+
+def read_dataset(path: Path) -> bytes:
+    """One file's data set bytes, read through the mount."""
+    return dataset_bytes(path.read_bytes())
