@@ -13,7 +13,6 @@ file for non-indexed IMAGE-level keys (issue #3). This module knows nothing of F
 
 from __future__ import annotations
 
-import calendar
 import logging
 import queue
 import threading
@@ -21,7 +20,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from pydicom.dataset import Dataset
 
@@ -70,18 +68,11 @@ class Listing:
 
 
 def dicom_time(date: str, clock: str = "") -> float:
-    """DA (+ TM) as seconds since the epoch, read as UTC so it is the same on every machine; 0 if invalid."""
-    day = date.strip()[:8]
-    digits = "".join(ch for ch in clock.split(".")[0] if ch.isdigit())[:6].ljust(6, "0")
-    if len(day) != 8 or not day.isdigit():
-        return 0.0
-    try:  # datetime() validates; strptime would too, at twenty times the cost per row
-        parsed = datetime(
-            int(day[:4]), int(day[4:6]), int(day[6:]), int(digits[:2]), int(digits[2:4]), int(digits[4:])
-        )
-    except ValueError:
-        return 0.0
-    return float(calendar.timegm(parsed.timetuple()))
+    """DA (+ TM) as seconds since the epoch, read as UTC; the epoch if the date is unusable.
+
+    See ``naming.study_time``: never the mount time, so times are the same on every mount.
+    """
+    return naming.study_time(date, clock)
 
 
 def _query(level: str, **keys: str) -> Dataset:
@@ -353,7 +344,7 @@ class Tree:
                 name=name,
                 kind=PATIENT,
                 patient_id=patient_id,
-                mtime=mtime or self.mount_time,
+                mtime=mtime,
                 children_count=_count(row, "NumberOfPatientRelatedStudies"),
             )
             for name, (patient_id, (row, mtime)) in zip(names, patients.items(), strict=True)
@@ -374,7 +365,7 @@ class Tree:
 
     @staticmethod
     def _study_time(row: Row) -> float:
-        return dicom_time(row["StudyDate"], row["StudyTime"])
+        return naming.study_time(row["StudyDate"], row["StudyTime"])
 
     def _find_studies(self, patient: Entry) -> Listing:
         rows = self._find(self._study_query(PatientID=patient.patient_id))
@@ -393,7 +384,7 @@ class Tree:
                     kind=STUDY,
                     patient_id=patient_id,
                     study_uid=uid,
-                    mtime=self._study_time(row) or self.mount_time,
+                    mtime=self._study_time(row),
                     children_count=_count(row, "NumberOfStudyRelatedSeries"),
                 )
                 for name, uid, row in _named(rows, name_of, "StudyInstanceUID")
