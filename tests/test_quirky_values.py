@@ -1,6 +1,6 @@
 """Values that are not quite DICOM, through a real mount (issue 7, items 4-6).
 
-dicomfs's demo Q/R SCP serves files holding the quirks that real archives send:
+A PACS serves files holding the quirks that real archives send:
 - ISO 2022 code extensions: GB2312 (ISO 2022 IR 58) designated by ``ESC $ ) A``, once per
   component or only once; KS X 1001 (IR 149); Greek (IR 126). No escape may reach a name.
 - Decimal IS values: SeriesNumber "3.0", InstanceNumber "1.0", " +2.0 ", "10.0" are numbers;
@@ -9,9 +9,12 @@ dicomfs's demo Q/R SCP serves files holding the quirks that real archives send:
   epoch as time; 'YYYY-MM-DD' and 'YYYY.MM.DD' are dates. Never the mount time: the times are the
   same after an unmount and a remount (with a new cache, so nothing is remembered).
 
-The values are written as raw elements, so pydicom neither validates nor re-encodes them. The demo
-SCP decodes them for C-FIND and pynetdicom encodes them again: for the values here the bytes come
-back the same (pydicom 3.0.2 keeps IR 58's escape sequence, and re-encodes it as it came).
+The values are written as raw elements, so pydicom neither validates nor re-encodes them. Two
+PACSes serve them in turn: dicomfs's demo Q/R SCP, and Orthanc, which holds the files as sent.
+The demo SCP decodes them for C-FIND and pynetdicom encodes them again: for the values here the
+bytes come back the same (pydicom 3.0.2 keeps IR 58's escape sequence, and re-encodes it as it
+came). Orthanc's C-GET (DCMTK) drops the trailing padding of an odd-length value it sends, so the
+padded IS values here are even-length: the files read must equal the sources byte for byte.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from pydicom.tag import Tag
 from dicomfs.demo import DemoArchive
 from dicomfs.samples import deterministic_uid, make_instance
 from tests.mounting import Mount, mount_options, mounted
-from tests.pacs_servers import free_port
+from tests.pacs_servers import OrthancServer, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -134,7 +137,7 @@ INSTANCES = (
             series_dir="002 CT",
             file_name=name,
         )
-        for number, name in ((b" 1.0 ", "0001.dcm"), (b"+2.0", "0002.dcm"), (b"-1.0", "-001.dcm"))
+        for number, name in ((b" 1.0", "0001.dcm"), (b"+2.0", "0002.dcm"), (b"-1.0", "-001.dcm"))
     ),
     *(
         Instance(
@@ -237,30 +240,47 @@ def _write(folder: Path, index: int, instance: Instance) -> Path:
 
 @dataclass(frozen=True)
 class QuirkyArchive:
-    archive: DemoArchive
+    """A PACS holding the quirky files: its address and the files it must serve where."""
+
+    host: str
+    port: int
+    ae_title: str
     files: dict[str, Path]  # expected path below the mount point -> source file
 
 
 @pytest.fixture(scope="module")
-def quirky(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QuirkyArchive]:
+def quirky_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("quirky-archive")
     files = {_expected_path(i, inst): _write(folder, i, inst) for i, inst in enumerate(INSTANCES)}
     assert len(files) == len(INSTANCES)
-    archive = DemoArchive(folder, ae_title="QUIRKY")
+    return files
+
+
+@pytest.fixture(scope="module", params=["demo", "orthanc"])
+def quirky(
+    request: pytest.FixtureRequest, quirky_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[QuirkyArchive]:
+    """The files served by dicomfs's demo Q/R SCP, then by Orthanc (which holds them as sent)."""
+    if request.param == "orthanc":
+        with OrthancServer(tmp_path_factory.mktemp("quirky-orthanc")) as server:
+            server.load(list(quirky_files.values()))
+            yield QuirkyArchive(server.host, server.port, server.ae_title, quirky_files)
+        return
+    archive = DemoArchive(next(iter(quirky_files.values())).parent, ae_title="QUIRKY")
     archive.start()
     try:
         assert archive.index is not None
         assert len(archive.index.instances) == len(INSTANCES), "the demo SCP skipped some files"
-        yield QuirkyArchive(archive, files)
+        yield QuirkyArchive("127.0.0.1", archive.port, archive.ae_title, quirky_files)
     finally:
         archive.stop()
 
 
-def _options(archive: DemoArchive, cachedir: Path) -> str:
+def _options(pacs: QuirkyArchive, cachedir: Path) -> str:
     return mount_options(
-        serveraddress="127.0.0.1",
-        serverport=archive.port,
-        aec=archive.ae_title,
+        serveraddress=pacs.host,
+        serverport=pacs.port,
+        aec=pacs.ae_title,
         localport=free_port(),
         cachedir=cachedir,
         timeout=10,
@@ -271,7 +291,7 @@ def _options(archive: DemoArchive, cachedir: Path) -> str:
 @pytest.fixture(scope="module")
 def mount(quirky: QuirkyArchive, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mount]:
     base = tmp_path_factory.mktemp("quirky-mount")
-    with mounted(base / "mnt", _options(quirky.archive, base / "cache")) as handle:
+    with mounted(base / "mnt", _options(quirky, base / "cache")) as handle:
         yield handle
 
 
@@ -344,6 +364,6 @@ def test_names_and_times_are_the_same_after_a_remount(
     first = snapshot(mount.mountpoint)
     assert len(first) > len(INSTANCES)
     # A new cache: the second mount computes every name and time again.
-    with mounted(tmp_path / "mnt", _options(quirky.archive, tmp_path / "cache")) as again:
+    with mounted(tmp_path / "mnt", _options(quirky, tmp_path / "cache")) as again:
         assert snapshot(again.mountpoint) == first
         assert_daemon_healthy(again)
