@@ -1,10 +1,12 @@
 """Text with ISO 2022 code extensions (escape sequences) -> str, with no escape left in it.
 
 DICOM lets a value switch character sets inside the text with ISO 2022 escape sequences
-(PS3.5 6.1.2.5, the terms and sequences of PS3.3 Tables C.12-3 and C.12-4). pydicom 3.0.2 hands
-the fragments of three of them to Python's codecs whole, "which strip the escape sequence"; but
-Python's ``iso_ir_58`` is plain GB2312 (EUC-CN) and keeps ``ESC $ ) A`` in the text, so a GB2312
-name showed as ``Zhang^San= $)A张^ $)A三``. An escape pydicom does not know is kept as well.
+(PS3.5 6.1.2.5, the terms and sequences of PS3.3 Tables C.12-3 and C.12-4). pydicom 3.0.2
+(``charset.handled_encodings``) hands the fragments of three of them, escape sequence included,
+to Python's codecs, assuming that they strip it. ``iso2022_jp`` and ``iso2022_jp_2`` do; but
+``iso_ir_58`` is plain GB2312 (EUC-CN) and keeps ``ESC $ ) A`` in the text, so a GB2312 name
+showed as ``Zhang^San= $)A张^ $)A三``. An escape sequence pydicom does not know (or one not
+declared in Specific Character Set) is left in the text as well.
 
 This module decodes such values itself, as ISO 2022 describes: a G0 set for the bytes 0x21-0x7E
 and a G1 set for the bytes 0xA0-0xFF, each designated by an escape sequence and both reset to

@@ -139,7 +139,7 @@ def _escaped_text(ds: pydicom.Dataset, elem: RawDataElement) -> str | None:
 
     pydicom 3.0.2 passes ISO 2022 IR 58 fragments to Python's ``iso_ir_58`` (GB2312), which keeps
     the escape sequence; see ``dicomfs.iso2022``.  Under a stand-alone or undeclared character
-    set, escape sequences have no meaning (PS3.5 6.1.2.5.1) and are dropped before decoding.
+    set, escape sequences have no meaning (PS3.3 Table C.12-5) and are dropped before decoding.
     """
     value = elem.value
     if not isinstance(value, bytes) or b"\x1b" not in value:
@@ -190,7 +190,7 @@ def _charset_terms(ds: pydicom.Dataset) -> list[str]:
             terms = [value]
         else:
             terms = [str(v) for v in value or []]
-        terms = [t.strip(" \x00") for t in terms]
+        terms = [t.strip(_PADDING) for t in terms]
         return terms if any(terms) else []
     except Exception:  # a hostile charset value is the same as none
         return []
