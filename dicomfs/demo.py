@@ -218,8 +218,7 @@ def read_instance(path: Path) -> IndexedInstance | None:
     if not (transfer_syntax and sop_class and all(uids)):
         LOGGER.debug("skipping %s: not a composite instance with file meta", path)
         return None
-    # Convert every raw element now, so handler threads only ever read the dataset.
-    dataset.walk(lambda _ds, _elem: None)
+    _convert_elements(dataset, path)
     return IndexedInstance(path, dataset, sop_class, transfer_syntax)
 
 
@@ -233,6 +232,26 @@ def entity_key(dataset: Dataset, level: str) -> tuple[str, ...]:
     chain = ("PatientID", "IssuerOfPatientID", *(LEVEL_KEYS[lv] for lv in _PATIENT_ROOT_LEVELS[1:]))
     depth = 2 + _PATIENT_ROOT_LEVELS.index(level)
     return tuple(str(dataset.get(keyword, "") or "").strip() for keyword in chain[:depth])
+
+
+def _convert_elements(dataset: Dataset, path: Path) -> None:
+    """Convert every raw element now, so handler threads only ever read the dataset.
+
+    A value pydicom cannot convert (IS '1e400' overflows ``int(float())``) stays as stored, as
+    bytes, the way a PACS keeps it: one odd value must not keep the file, or the whole archive
+    (``from_folder``), from being served. The bytes go out as OB: pydicom gives an element of a
+    known tag declared UN its dictionary VR back, and would fail on it again.
+    """
+    for tag in list(dataset.keys()):
+        try:
+            element = dataset[tag]
+        except Exception as exc:
+            LOGGER.debug("%s: %s kept as stored: %s", path, tag, exc)
+            dataset[tag] = DataElement(tag, "OB", dataset.get_item(tag).value)
+            continue
+        if element.VR == "SQ":
+            for item in element.value or []:
+                _convert_elements(item, path)
 
 
 class ArchiveIndex:

@@ -7,7 +7,9 @@ Nothing in this module raises on bad data; it degrades to something readable ins
 
 from __future__ import annotations
 
+import calendar
 import datetime
+import decimal
 import functools
 import hashlib
 import logging
@@ -22,6 +24,8 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
+
+from dicomfs import iso2022
 
 LOGGER = logging.getLogger(__name__)
 
@@ -41,9 +45,27 @@ _TEXT_VRS = frozenset(
     ["AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT"]
 )
 _WHITESPACE_RUN = re.compile(r"\s+")
-# Integers longer than this are not sort keys but garbage; int() on them is also slow.
-_INTEGER = re.compile(r"[+-]?[0-9]{1,12}")
-_DICOM_DATE = re.compile(r"([0-9]{4})\.?([0-9]{2})\.?([0-9]{2})")
+# A decimal number as DS writes it (PS3.5 Table 6.2-1); IS values like "3.0" come from real
+# modalities. Longer text is not a sort key but garbage (and Decimal of it is slow).
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?")
+_DECIMAL_MAX_CHARS = 32
+# Padding around numbers, dates and times: SPACE and NUL (PS3.5 6.2), and any other whitespace.
+_PADDING = " \t\r\n\x0b\x0c\x00"
+# Integers of more digits are not sort keys but garbage.
+_INTEGER_LIMIT = 10**12
+# DA 'YYYYMMDD' (PS3.5 Table 6.2-1), and the 'YYYY.MM.DD' of ACR-NEMA and 'YYYY-MM-DD' of ISO 8601
+# that some archives send instead.
+_DICOM_DATE = re.compile(r"([0-9]{4})([.-]?)([0-9]{2})\2([0-9]{2})")
+# TM 'HHMMSS.FFFFFF', any leading part of it, or ACR-NEMA's 'HH:MM:SS'.
+_DICOM_TIME = re.compile(r"([0-9]{2})(?::?([0-9]{2})(?::?([0-9]{2}))?)?(?:\.[0-9]*)?")
+# What a study without a usable date is dated: the epoch, 1970-01-01 00:00:00 UTC.
+UNKNOWN_TIME = 0.0
+# Delimiters that return ISO 2022 text to the character sets of value 1 (PS3.5 6.1.2.5.3).
+_TEXT_DELIMITERS = b"\r\n\t\x0c"
+_PN_DELIMITERS = _TEXT_DELIMITERS + b"^="
+# An escape sequence (ECMA-35 13.1) or control sequence (ECMA-48 5.4) left in decoded text.
+_ESCAPE_TEXT = re.compile(r"\x1b(?:\[[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]?|[\x20-\x2f]*[\x30-\x7e]?)")
+_SINGLE_VALUED_VRS = frozenset(["LT", "ST", "UT", "UR"])
 # Suffix lengths (hex digits of SHA-256 of the uid) tried in turn while names still collide.
 _HASH_LENGTHS = (6, 8, 12, 16, 24, 32, 64)
 
@@ -57,6 +79,8 @@ def text_of(ds: pydicom.Dataset, keyword: str) -> str:
     Decoding goes through pydicom's Specific Character Set machinery (ISO 2022 code extensions,
     GB18030, Latin-1, UTF-8 ...), which substitutes U+FFFD for invalid bytes.  If that raises
     anyway (e.g. ``reading_validation_mode`` is RAISE) we decode the raw bytes ourselves.
+    Values with escape sequences are decoded by ``dicomfs.iso2022`` instead: pydicom 3.0.2 leaves
+    ISO 2022 IR 58's escapes in the text.  No escape sequence is ever left in the result.
     Non-ASCII bytes with no declared charset are read as UTF-8 when valid (a common PACS habit),
     else Latin-1.  Multiple values are joined with a backslash.
     """
@@ -71,16 +95,20 @@ def text_of(ds: pydicom.Dataset, keyword: str) -> str:
         plain = _plain_ascii(elem)
         if plain is not None:
             return plain
+        escaped = _escaped_text(ds, elem)
+        if escaped is not None:
+            return escaped
         undeclared = _undeclared_utf8(ds, elem)
         if undeclared is not None:
             return undeclared
     try:
-        return _value_text(ds[tag].value)
+        # Already converted elements (pydicom's result) may still hold escapes: drop them.
+        return _ESCAPE_TEXT.sub("", _value_text(ds[tag].value))
     except Exception as exc:
         LOGGER.debug("decoding %s failed, falling back to raw bytes: %s", keyword, exc)
     raw = elem.value if isinstance(elem, RawDataElement) else None
     if isinstance(raw, bytes):
-        return _decode_fallback(raw, _declared_charsets(ds)).strip(" \x00")
+        return _decode_fallback(iso2022.strip_escapes(raw), _declared_charsets(ds)).strip(" \x00")
     return ""
 
 
@@ -103,8 +131,38 @@ def _plain_ascii(elem: RawDataElement) -> str | None:
     if vr not in _TEXT_VRS:
         return None
     text = value.decode("ascii")
-    if vr in {"LT", "ST", "UT", "UR"}:  # single-valued VRs: a backslash is just a character
-        return text.rstrip(" \x00")
+    return _split_values(text) if vr not in _SINGLE_VALUED_VRS else text.rstrip(" \x00")
+
+
+def _escaped_text(ds: pydicom.Dataset, elem: RawDataElement) -> str | None:
+    """Text of a raw text element holding escape sequences (ESC, 0x1B), decoded by us.
+
+    pydicom 3.0.2 passes ISO 2022 IR 58 fragments to Python's ``iso_ir_58`` (GB2312), which keeps
+    the escape sequence; see ``dicomfs.iso2022``.  Under a stand-alone or undeclared character
+    set, escape sequences have no meaning (PS3.3 Table C.12-5) and are dropped before decoding.
+    """
+    value = elem.value
+    if not isinstance(value, bytes) or b"\x1b" not in value:
+        return None
+    try:
+        vr = elem.VR or dictionary_VR(elem.tag)
+    except Exception:
+        return None
+    if vr not in _TEXT_VRS:
+        return None
+    single = vr in _SINGLE_VALUED_VRS
+    delimiters = _PN_DELIMITERS if vr == "PN" else _TEXT_DELIMITERS
+    terms = _charset_terms(ds)
+    # With no Specific Character Set at all, undeclared UTF-8 is as likely as ISO 2022 IR 6:
+    # the escapes go and the rest is read like any undeclared text (UTF-8 when valid, else Latin-1).
+    text = iso2022.decode(value, terms, delimiters if single else delimiters + b"\\") if terms else None
+    if text is None:
+        text = _decode_fallback(iso2022.strip_escapes(value), _declared_charsets(ds))
+    return text.rstrip(" \x00") if single else _split_values(text)
+
+
+def _split_values(text: str) -> str:
+    """Each backslash-separated value of ``text`` stripped of padding (space, NUL), joined again."""
     return "\\".join(part.strip(" \x00") for part in text.split("\\"))
 
 
@@ -119,8 +177,8 @@ def _value_text(value: Any) -> str:
     return str(value)
 
 
-def _declared_charsets(ds: pydicom.Dataset) -> list[str]:
-    """The Specific Character Set values as Python codec names; [] when none or unreadable."""
+def _charset_terms(ds: pydicom.Dataset) -> list[str]:
+    """The Specific Character Set values as written ('' for an empty value 1); [] when none."""
     try:
         elem = ds.get_item(Tag("SpecificCharacterSet"))
         if elem is None:
@@ -132,9 +190,18 @@ def _declared_charsets(ds: pydicom.Dataset) -> list[str]:
             terms = [value]
         else:
             terms = [str(v) for v in value or []]
-        terms = [t.strip() for t in terms]
-        if not any(terms):
-            return []
+        terms = [t.strip(_PADDING) for t in terms]
+        return terms if any(terms) else []
+    except Exception:  # a hostile charset value is the same as none
+        return []
+
+
+def _declared_charsets(ds: pydicom.Dataset) -> list[str]:
+    """The Specific Character Set values as Python codec names; [] when none or unreadable."""
+    terms = _charset_terms(ds)
+    if not terms:
+        return []
+    try:
         return list(pydicom.charset.convert_encodings(terms))
     except Exception:  # a hostile charset value is the same as none
         return []
@@ -159,9 +226,8 @@ def _undeclared_utf8(ds: pydicom.Dataset, elem: RawDataElement) -> str | None:
         text = value.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if vr in {"LT", "ST", "UT", "UR"}:  # single-valued VRs: a backslash is just a character
-        return text.strip(" \x00")
-    return "\\".join(part.strip(" \x00") for part in text.split("\\"))
+    # Single-valued VRs: a backslash is just a character.
+    return text.strip(" \x00") if vr in _SINGLE_VALUED_VRS else _split_values(text)
 
 
 def _decode_fallback(value: bytes, encodings: Sequence[str]) -> str:
@@ -283,22 +349,89 @@ def _with_id(head: str, identifier: str) -> str:
 
 def _padded_int(text: str, width: int) -> str:
     """Zero-padded integer ('3' -> '003'), or '' when `text` is not a (sane) integer."""
-    stripped = text.strip()
-    if not _INTEGER.fullmatch(stripped):
-        return ""
-    return f"{int(stripped):0{width}d}"
+    number = integer_value(text)
+    return "" if number is None else f"{number:0{width}d}"
+
+
+def integer_value(text: str) -> int | None:
+    """The integer an IS (or DS) value denotes, or None when it is not an integral number.
+
+    IS is an optionally signed integer (PS3.5 Table 6.2-1), but modalities also write "3.0",
+    " +2.0 " or "1e1": any decimal number of an integral value is accepted, padding and sign
+    included.  "1.5", "abc", "1e400" and integers of more than 12 digits are not sort keys
+    but garbage: None.
+    """
+    stripped = text.strip(_PADDING)
+    if len(stripped) > _DECIMAL_MAX_CHARS or not _DECIMAL.fullmatch(stripped):
+        return None
+    number = decimal.Decimal(stripped)  # the regex admits only what Decimal reads exactly
+    if abs(number) >= _INTEGER_LIMIT or number != number.to_integral_value():
+        return None
+    return int(number)
+
+
+def _parse_date(text: str) -> datetime.date | None:
+    """The date of DA 'YYYYMMDD', 'YYYY.MM.DD' or 'YYYY-MM-DD' (padding ignored); None if none."""
+    match = _DICOM_DATE.fullmatch(text.strip(_PADDING))
+    if not match:
+        return None
+    year, _separator, month, day = match.groups()
+    try:
+        return datetime.date(int(year), int(month), int(day))
+    except ValueError:  # '20190229', '20150001'
+        return None
+
+
+def _parse_clock(text: str) -> datetime.time:
+    """The time of day of TM 'HHMMSS.FFFFFF' (or a leading part, or 'HH:MM:SS'); midnight if none.
+
+    Fractions of a second are dropped: file times in whole seconds compare equal everywhere.
+    """
+    match = _DICOM_TIME.fullmatch(text.strip(_PADDING))
+    if not match:
+        return datetime.time()
+    hour, minute, second = (int(part or 0) for part in match.groups())
+    try:
+        return datetime.time(hour, minute, second)
+    except ValueError:  # '2561', or the leap second '235960'
+        return datetime.time()
+
+
+def study_time(date: str, clock: str = "") -> float:
+    """A study's DA (+ TM) as seconds since the epoch, read as UTC; ``UNKNOWN_TIME`` if no date.
+
+    The value is what dicomfs shows as the modification time of the study's directory and of
+    everything below it.  DICOM times carry no zone (PS3.5 6.2); reading them as UTC makes the
+    same study show the same time on every machine.  An unusable date ('20190229', '201500AA',
+    '') gives the epoch, 1970-01-01 00:00:00 UTC: fixed, so a remount shows the same times and
+    ``rsync -a`` sees nothing changed, and plainly not a real study date.  An unusable time with
+    a good date gives midnight of that date.  Never raises.
+
+    Parameters
+    ----------
+    date : str
+        StudyDate (DA), also accepted as 'YYYY.MM.DD' or 'YYYY-MM-DD'.
+    clock : str
+        StudyTime (TM), possibly empty.
+
+    Returns
+    -------
+    float
+        Seconds since 1970-01-01 00:00:00 UTC (negative before it).
+    """
+    day = _parse_date(date)
+    if day is None:
+        return UNKNOWN_TIME
+    moment = datetime.datetime.combine(day, _parse_clock(clock))
+    return float(calendar.timegm(moment.timetuple()))
 
 
 def _format_date(text: str) -> str:
-    """DICOM DA '20240301' (or legacy '2024.03.01') -> '2024-03-01'; other text sanitized."""
-    stripped = text.strip()
-    match = _DICOM_DATE.fullmatch(stripped)
-    if match:
-        try:
-            return datetime.date(*(int(g) for g in match.groups())).isoformat()
-        except ValueError:
-            pass  # '20241399': keep it visible rather than invent a date
-    return _part(stripped, 64)
+    """DICOM DA '20240301' (or '2024.03.01', '2024-03-01') -> '2024-03-01'; other text sanitized."""
+    day = _parse_date(text)
+    if day is not None:
+        return day.isoformat()
+    return _part(text.strip(), 64)  # '20241399': keep it visible rather than invent a date
 
 
 # --------------------------------------------------------------------------- uniqueness

@@ -19,7 +19,6 @@ gives no issuer, by name.
 
 from __future__ import annotations
 
-import calendar
 import json
 import logging
 import queue
@@ -28,7 +27,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 
 from pydicom.dataset import Dataset
 
@@ -98,18 +96,11 @@ class Listing:
 
 
 def dicom_time(date: str, clock: str = "") -> float:
-    """DA (+ TM) as seconds since the epoch, read as UTC so it is the same on every machine; 0 if invalid."""
-    day = date.strip()[:8]
-    digits = "".join(ch for ch in clock.split(".")[0] if ch.isdigit())[:6].ljust(6, "0")
-    if len(day) != 8 or not day.isdigit():
-        return 0.0
-    try:  # datetime() validates; strptime would too, at twenty times the cost per row
-        parsed = datetime(
-            int(day[:4]), int(day[4:6]), int(day[6:]), int(digits[:2]), int(digits[2:4]), int(digits[4:])
-        )
-    except ValueError:
-        return 0.0
-    return float(calendar.timegm(parsed.timetuple()))
+    """DA (+ TM) as seconds since the epoch, read as UTC; the epoch if the date is unusable.
+
+    See ``naming.study_time``: never the mount time, so times are the same on every mount.
+    """
+    return naming.study_time(date, clock)
 
 
 def _query(level: str, **keys: str) -> Dataset:
@@ -463,7 +454,7 @@ class Tree:
                 patient_name=key.name,
                 patient_split=key.split,
                 shown_name=row["PatientName"],
-                mtime=mtime or self.mount_time,
+                mtime=mtime,
                 children_count=-1 if key.split else _count(row, "NumberOfPatientRelatedStudies"),
             )
             for name, (key, (row, mtime)) in zip(names, patients.items(), strict=True)
@@ -506,7 +497,7 @@ class Tree:
 
     @staticmethod
     def _study_time(row: Row) -> float:
-        return dicom_time(row["StudyDate"], row["StudyTime"])
+        return naming.study_time(row["StudyDate"], row["StudyTime"])
 
     def _find_studies(self, patient: Entry) -> Listing:
         """The studies of one person: filed under the Patient ID, and not another person's.
@@ -568,7 +559,7 @@ class Tree:
                     name=name,
                     kind=STUDY,
                     study_uid=uid,
-                    mtime=self._study_time(row) or self.mount_time,
+                    mtime=self._study_time(row),
                     children_count=_count(row, "NumberOfStudyRelatedSeries"),
                     **_patient_fields(patient),  # type: ignore[arg-type]
                 )

@@ -16,14 +16,18 @@ from pydicom import config
 from pydicom.filereader import read_dataset
 from pydicom.tag import Tag
 
+from dicomfs import iso2022
 from dicomfs.naming import (
     MAX_NAME_BYTES,
+    UNKNOWN_TIME,
     instance_file_name,
+    integer_value,
     make_unique,
     patient_dir_name,
     sanitize,
     series_dir_name,
     study_dir_name,
+    study_time,
     text_of,
 )
 
@@ -446,3 +450,287 @@ def test_japanese_end_to_end() -> None:
     )
     name = patient_dir_name(text_of(ds, "PatientName"), text_of(ds, "PatientID"))
     assert name == "ﾔﾏﾀﾞ^ﾀﾛｳ=山田^太郎=やまだ^たろう (山田_01)"
+
+
+# --------------------------------------------------------------------------- ISO 2022 code extensions
+
+ESC = b"\x1b"
+# The reported case (issue 7): GB2312 designated into G1 by ESC $ ) A, once per component.
+ZHANG_SAN_IR58 = (
+    b"Zhang^San=" + ESC + b"$)A" + "张".encode("gb2312") + b"^" + ESC + b"$)A" + "三".encode("gb2312")
+)
+
+
+def _jis(text: str) -> bytes:
+    """JIS X 0208 bytes of `text`, without Python's escape sequences."""
+    return text.encode("iso2022_jp")[3:-3]
+
+
+#: Every ISO 2022 term pydicom knows: (escape sequence, bytes after it, the text they are).
+CODE_EXTENSIONS = {
+    "ISO 2022 IR 6": (b"(B", b"Doe", "Doe"),
+    "ISO 2022 IR 100": (b"-A", "Jérôme".encode("latin_1"), "Jérôme"),
+    "ISO 2022 IR 101": (b"-B", "Łódź".encode("iso8859_2"), "Łódź"),
+    "ISO 2022 IR 109": (b"-C", "Ġużeppi".encode("iso8859_3"), "Ġużeppi"),
+    "ISO 2022 IR 110": (b"-D", "Jānis".encode("iso8859_4"), "Jānis"),
+    "ISO 2022 IR 126": (b"-F", "Διονύσιος".encode("iso8859_7"), "Διονύσιος"),
+    "ISO 2022 IR 127": (b"-G", "قباني".encode("iso8859_6"), "قباني"),
+    "ISO 2022 IR 138": (b"-H", "שרון".encode("iso8859_8"), "שרון"),
+    "ISO 2022 IR 144": (b"-L", "Иванов".encode("iso8859_5"), "Иванов"),
+    "ISO 2022 IR 148": (b"-M", "Çağrı".encode("iso8859_9"), "Çağrı"),
+    "ISO 2022 IR 166": (b"-T", "สมชาย".encode("tis_620"), "สมชาย"),
+    "ISO 2022 IR 13": (b")I", "ﾔﾏﾀﾞ".encode("shift_jis"), "ﾔﾏﾀﾞ"),
+    "ISO 2022 IR 87": (b"$B", _jis("山田") + ESC + b"(B", "山田"),
+    "ISO 2022 IR 159": (b"$(D", b"\x30\x21" + ESC + b"(B", "丂"),  # JIS X 0212 row 16
+    "ISO 2022 IR 149": (b"$)C", "홍길동".encode("euc_kr"), "홍길동"),
+    "ISO 2022 IR 58": (b"$)A", "张三".encode("gb2312"), "张三"),
+}
+
+
+def test_every_code_extension_pydicom_knows_is_tested() -> None:
+    known = {term for term in pydicom.charset.python_encoding if term.startswith("ISO 2022 IR")}
+    assert set(CODE_EXTENSIONS) == known
+
+
+@pytest.mark.parametrize("term", sorted(CODE_EXTENSIONS))
+@pytest.mark.parametrize("value_1", ["", "ISO 2022 IR 6", "ISO 2022 IR 100"])
+def test_code_extension_decodes_without_escape(term: str, value_1: str) -> None:
+    sequence, encoded, text = CODE_EXTENSIONS[term]
+    raw = b"Name^Given=" + ESC + sequence + encoded + b"^" + ESC + sequence + encoded
+    charset = f"{value_1}\\{term}".encode()
+    ds = wire_dataset(
+        {"SpecificCharacterSet": charset, "PatientName": raw, "StudyDescription": ESC + sequence + encoded}
+    )
+    assert text_of(ds, "PatientName") == f"Name^Given={text}^{text}"
+    assert text_of(ds, "StudyDescription") == text
+
+
+@pytest.mark.parametrize("term", sorted(CODE_EXTENSIONS))
+def test_code_extension_as_the_only_value(term: str) -> None:
+    sequence, encoded, text = CODE_EXTENSIONS[term]
+    ds = wire_dataset(
+        {"SpecificCharacterSet": term.encode(), "PatientName": b"A^B=" + ESC + sequence + encoded}
+    )
+    assert text_of(ds, "PatientName") == f"A^B={text}"
+
+
+def test_gb2312_by_escape_is_named_without_escape_remains() -> None:
+    ds = wire_dataset(
+        {"SpecificCharacterSet": b"\\ISO 2022 IR 58", "PatientName": ZHANG_SAN_IR58, "PatientID": b"CSGB"}
+    )
+    name = patient_dir_name(text_of(ds, "PatientName"), text_of(ds, "PatientID"))
+    assert name == "Zhang^San=张^三 (CSGB)"
+
+
+@pytest.mark.parametrize(
+    ("charset", "raw", "expected"),
+    [
+        # Designated once, not again after '^': the declared G1 set still reads the bytes.
+        (b"\\ISO 2022 IR 58", ESC + b"$)A" + "张".encode("gb2312") + b"^" + "三".encode("gb2312"), "张^三"),
+        (
+            b"\\ISO 2022 IR 149",
+            ESC + b"$)C" + "홍".encode("euc_kr") + b"^" + "길동".encode("euc_kr"),
+            "홍^길동",
+        ),
+        # An escape sequence that was not declared still says what follows.
+        (b"ISO 2022 IR 6", ESC + b"$)A" + "张".encode("gb2312"), "张"),
+        # Unknown escapes, terminal colours, a cut-off escape: consumed whole.
+        (b"\\ISO 2022 IR 58", b"A" + ESC + b"$)Z" + b"B", "AB"),
+        (b"\\ISO 2022 IR 58", ESC + b"[1;31mRED" + ESC + b"[0m", "RED"),
+        (b"\\ISO 2022 IR 58", b"DOE" + ESC, "DOE"),
+        (b"\\ISO 2022 IR 58", b"DOE" + ESC + b"$", "DOE"),
+        (b"\\ISO 2022 IR 58", ESC + ESC + b"$)A" + "张".encode("gb2312"), "张"),
+        # Half a two-byte character, then a delimiter: U+FFFD, and the rest reads on.
+        (b"\\ISO 2022 IR 58", ESC + b"$)A\xd5^X", "\ufffd^X"),
+        (b"\\ISO 2022 IR 87", ESC + b"$B;" + ESC + b"(B^X", "\ufffd^X"),
+        # In JIS X 0208 '^' (0x5E) and '=' (0x3D) are halves of characters, not delimiters.
+        (b"\\ISO 2022 IR 87", ESC + b"$B" + _jis("表示") + ESC + b"(B", "表示"),
+        # Stand-alone sets have no code extensions: the escape goes, the rest reads as declared.
+        (b"ISO_IR 192", "Jörg".encode() + ESC + b"$)A", "Jörg"),
+        (b"GB18030", ESC + b"$)A" + "张".encode("gb18030"), "张"),
+        # No charset at all: the escape goes, UTF-8 when valid, else Latin-1.
+        (None, ESC + b"(B" + "Jörg".encode(), "Jörg"),
+        (None, ESC + b"-A" + "Jörg".encode("latin-1"), "Jörg"),
+    ],
+)
+def test_escape_sequences_never_reach_the_text(charset: bytes | None, raw: bytes, expected: str) -> None:
+    elements = {"PatientName": raw}
+    if charset is not None:
+        elements["SpecificCharacterSet"] = charset
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert text_of(wire_dataset(elements), "PatientName") == expected
+
+
+def test_jis_x_0208_table_row_holds_a_delimiter_byte() -> None:
+    # The row above proves something only if a character of it holds a PN delimiter byte.
+    assert _jis("表") == b"I="
+
+
+def test_escapes_in_converted_values_are_dropped() -> None:
+    ds = pydicom.Dataset()
+    ds.SpecificCharacterSet = ["", "ISO 2022 IR 58"]
+    ds.PatientName = "Zhang^San=\x1b$)A张^\x1b$)A三"  # what pydicom 3.0.2 makes of ZHANG_SAN_IR58
+    assert text_of(ds, "PatientName") == "Zhang^San=张^三"
+
+
+@given(
+    raw=st.binary(max_size=40).map(lambda b: b.replace(b"\x00", b"")),
+    escapes=st.lists(
+        st.sampled_from([b"$)A", b"$)C", b"$B", b"$(D", b"(B", b"(J", b")I", b"-A", b"-T", b"$", b"[3", b""])
+    ),
+    charset=st.sampled_from(
+        [b"", b"\\ISO 2022 IR 58", b"ISO 2022 IR 13\\ISO 2022 IR 87", b"ISO_IR 192", b"GB18030"]
+    ),
+)
+@settings(max_examples=300, deadline=None)
+def test_no_escape_survives_any_bytes(raw: bytes, escapes: list[bytes], charset: bytes) -> None:
+    value = raw + b"".join(ESC + e for e in escapes) + raw
+    elements = {"PatientName": value, "StudyDescription": value}
+    if charset:
+        elements["SpecificCharacterSet"] = charset
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = wire_dataset(elements)
+        for keyword in ("PatientName", "StudyDescription"):
+            assert "\x1b" not in text_of(ds, keyword)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(b"A" + ESC + b"$)A", 4), (ESC + b"[1;31m", 7), (ESC, 1), (ESC + b"$", 2), (ESC + b"$(D", 4)],
+)
+def test_escape_length(value: bytes, expected: int) -> None:
+    assert iso2022.escape_length(value, value.index(ESC)) == expected
+
+
+# --------------------------------------------------------------------------- IS values
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("3", 3),
+        ("3.0", 3),
+        (" 1.0 ", 1),
+        ("+2.0", 2),
+        ("-1.0", -1),
+        ("10.0", 10),
+        ("10.", 10),
+        ("007", 7),
+        ("1e1", 10),
+        ("1.0E+1", 10),
+        ("-0.0", 0),
+        ("3.0\x00", 3),
+        ("999999999999", 999_999_999_999),
+        ("1.5", None),
+        ("abc", None),
+        ("1e400", None),
+        ("1000000000000", None),
+        ("9" * 40, None),
+        ("1" * 20 + ".0", None),
+        ("0." + "0" * 40, None),  # too long to be a number anyone wrote
+        ("", None),
+        (" ", None),
+        ("NaN", None),
+        ("Infinity", None),
+        ("1_000", None),
+        ("١٢", None),  # Arabic-Indic digits: int() would take them, DICOM does not
+        ("3.0.0", None),
+        ("+", None),
+        (".", None),
+        ("1 2", None),
+    ],
+)
+def test_integer_value(text: str, expected: int | None) -> None:
+    assert integer_value(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("number", "expected"),
+    [
+        ("3.0", "003 CT"),
+        (" 3.0 ", "003 CT"),
+        ("+3.0", "003 CT"),
+        ("-1.0", "-01 CT"),
+        ("1.5", "1.5 CT"),
+        ("1e400", "1e400 CT"),
+    ],
+)
+def test_series_dir_name_decimal_numbers(number: str, expected: str) -> None:
+    assert series_dir_name(number, "CT", "") == expected
+
+
+@pytest.mark.parametrize(
+    ("number", "expected"),
+    [
+        ("1.0", "0001.dcm"),
+        ("2.0", "0002.dcm"),
+        ("10.0", "0010.dcm"),
+        (" 1.0 ", "0001.dcm"),
+        ("+2.0", "0002.dcm"),
+        ("1.5", "1.2.3.dcm"),
+        ("abc", "1.2.3.dcm"),
+        ("1e400", "1.2.3.dcm"),
+        ("1" * 40, "1.2.3.dcm"),
+    ],
+)
+def test_instance_file_name_decimal_numbers(number: str, expected: str) -> None:
+    assert instance_file_name(number, "1.2.3") == expected
+
+
+# --------------------------------------------------------------------------- study times
+
+MARCH_1_2024 = 1709251200.0  # 2024-03-01 00:00:00 UTC
+
+
+@pytest.mark.parametrize(
+    ("date", "clock", "expected"),
+    [
+        ("20240301", "", MARCH_1_2024),
+        ("2024-03-01", "", MARCH_1_2024),
+        ("2024.03.01", "", MARCH_1_2024),
+        (" 20240301 ", "", MARCH_1_2024),
+        ("20240229", "", MARCH_1_2024 - 86400),  # a real leap day
+        ("20240301", "123456.789", MARCH_1_2024 + 12 * 3600 + 34 * 60 + 56),
+        ("20240301", "12:34:56", MARCH_1_2024 + 12 * 3600 + 34 * 60 + 56),
+        ("20240301", "1234", MARCH_1_2024 + 12 * 3600 + 34 * 60),
+        ("20240301", "12", MARCH_1_2024 + 12 * 3600),
+        ("20240301", "2561", MARCH_1_2024),  # unusable time: midnight of the date
+        ("20240301", "235960", MARCH_1_2024),  # leap second
+        ("20240301", "xx", MARCH_1_2024),
+        ("19650101", "", -157766400.0),
+        ("20190229", "", UNKNOWN_TIME),  # 2019 has no leap day
+        ("20150001", "", UNKNOWN_TIME),
+        ("201500AA", "", UNKNOWN_TIME),
+        ("2024-03.01", "", UNKNOWN_TIME),  # mixed separators: not a date
+        ("2024/03/01", "", UNKNOWN_TIME),
+        ("", "", UNKNOWN_TIME),
+        ("", "120000", UNKNOWN_TIME),
+        ("2024", "", UNKNOWN_TIME),
+        ("20240301-20240302", "", UNKNOWN_TIME),
+        ("garbage!", "xx", UNKNOWN_TIME),
+        ("\x00" * 8, "", UNKNOWN_TIME),
+        (LONG, LONG, UNKNOWN_TIME),
+    ],
+)
+def test_study_time(date: str, clock: str, expected: float) -> None:
+    assert study_time(date, clock) == expected
+
+
+def test_unknown_time_is_the_epoch() -> None:
+    assert UNKNOWN_TIME == 0.0
+
+
+@pytest.mark.parametrize(
+    ("date", "expected"),
+    [
+        ("2024-03-01", "2024-03-01 CT"),
+        ("2024.03.01", "2024-03-01 CT"),
+        ("20190229", "20190229 CT"),
+        ("201500AA", "201500AA CT"),
+        ("2024-03.01", "2024-03.01 CT"),
+    ],
+)
+def test_study_dir_name_date_forms(date: str, expected: str) -> None:
+    assert study_dir_name(date, "CT", "") == expected
