@@ -87,7 +87,9 @@ def served_and_mounted(folder: Path, work: Path, retrieve: str, timeout: float =
     """The demo SCP serving ``folder`` and a real dicomfs mount of it (both stopped on exit)."""
     local_port = free_port()
     archive = DemoArchive(
-        folder, ae_title=AE_TITLE, move_destinations={DICOMFS_AET: ("127.0.0.1", local_port)}
+        folder,
+        ae_title=AE_TITLE,
+        move_destinations={DICOMFS_AET: ("127.0.0.1", local_port)},
     )
     with archive:
         options = mount_options(
