@@ -4,7 +4,10 @@ Layout under ``cachedir``::
 
     listings/    diskcache: C-FIND results, so a remount lists without the network
     instances/   diskcache: one file per SOP instance, as received, evicted oldest first at ``cachesize``
-    partial/     files being received; emptied at start, so a crash leaves nothing half-written
+    partial/     files being received, one folder per running mount (``<pid>-<random>/``, held by an
+                 flock on ``<pid>-<random>.lock``); a folder whose lock nobody holds is a crashed
+                 mount's and is removed at start, so a crash leaves nothing half-written and two
+                 mounts may share a cachedir
 
 An instance is first written whole to ``partial/``, then *renamed* into the instance cache inside
 the same diskcache transaction that indexes it (``RenamingDisk``): a reader either finds the
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import shutil
@@ -27,7 +31,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import diskcache
 
@@ -84,9 +88,7 @@ class InstanceStore:
 
     def __init__(self, cachedir: str, size_limit: int) -> None:
         root = Path(cachedir)
-        self._partial = root / "partial"
-        shutil.rmtree(self._partial, ignore_errors=True)  # leftovers of a crash are never served
-        self._partial.mkdir(parents=True, exist_ok=True)
+        self._partial, self._partial_lock = _own_partial_dir(root / "partial")
         self._cache = diskcache.Cache(
             str(root / "instances"),
             disk=RenamingDisk,
@@ -107,6 +109,10 @@ class InstanceStore:
 
     def close(self) -> None:
         self._cache.close()
+        shutil.rmtree(self._partial, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.unlink(self._partial_lock.name)
+        self._partial_lock.close()
 
     def _locate(self, key: InstanceKey) -> tuple[str, int] | None:
         known = self._files.get(key)
@@ -189,6 +195,41 @@ class InstanceStore:
     @property
     def volume(self) -> int:
         return int(self._cache.volume())
+
+
+def _own_partial_dir(partial_root: Path) -> tuple[Path, IO[bytes]]:
+    """A fresh folder of ours under ``partial/``, and the locked file that marks it as in use.
+
+    Leftovers of mounts that are gone (their lock is free: flock(2) locks die with the process)
+    are removed first; folders of running mounts on the same cachedir are left alone.
+    """
+    partial_root.mkdir(parents=True, exist_ok=True)
+    _sweep_dead_partials(partial_root)
+    name = f"{os.getpid()}-{os.urandom(4).hex()}"
+    lock = open(partial_root / f"{name}.lock", "xb")  # noqa: SIM115 - held open while mounted
+    fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    folder = partial_root / name
+    folder.mkdir()
+    return folder, lock
+
+
+def _sweep_dead_partials(partial_root: Path) -> None:
+    """Remove what crashed mounts left in ``partial/`` (and loose files of older versions)."""
+    locked = {path.stem for path in partial_root.glob("*.lock")}
+    for entry in partial_root.iterdir():
+        if entry.suffix == ".lock":
+            with open(entry, "rb") as lock:
+                try:
+                    fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a running mount's
+                shutil.rmtree(partial_root / entry.stem, ignore_errors=True)
+                discard(str(entry))
+        elif entry.is_dir():
+            if entry.name not in locked:
+                shutil.rmtree(entry, ignore_errors=True)
+        else:
+            discard(str(entry))
 
 
 def discard(path: str) -> None:

@@ -150,14 +150,15 @@ def read_or_errno(path: Path) -> bytes | int:
 
 
 def cached_instances(cachedir: Path) -> dict[str, bytes]:
-    """Every instance in a (not mounted) cache directory, read through diskcache as dicomfs does."""
+    """Every instance in a (not mounted) cache directory, by SOP Instance UID, read through diskcache
+    as dicomfs does (its keys are (format, Study UID, Series UID, SOP Instance UID))."""
     found: dict[str, bytes] = {}
     with diskcache.Cache(str(cachedir / "instances")) as cache:
         for key in list(cache):
             handle = cache.get(key, read=True)
             if handle is not None:
                 with handle:
-                    found[str(key)] = handle.read()
+                    found[str(key[-1] if isinstance(key, tuple) else key)] = handle.read()
     return found
 
 
@@ -301,3 +302,10 @@ def elapsed(action: Callable[[], object]) -> float:
     started = time.monotonic()
     action()
     return time.monotonic() - started
+
+
+def partial_files(cachedir: Path) -> list[Path]:
+    """Half-received objects under ``cachedir/partial`` (each mount's folder; its lock file aside)."""
+    return sorted(
+        path for path in (cachedir / "partial").rglob("*") if path.is_file() and path.suffix != ".lock"
+    )

@@ -100,3 +100,21 @@ def test_one_sop_instance_uid_in_two_series_is_two_objects(tmp_path: Path) -> No
             assert os.pread(fd, 100, 0) == payload
         finally:
             os.close(fd)
+
+
+def test_two_mounts_share_a_cachedir_and_only_a_dead_ones_partials_are_swept(tmp_path: Path) -> None:
+    """Issue #10: a second mount on the same cachedir must not delete the first one's partial files."""
+    first = InstanceStore(str(tmp_path), 10 * 1024**2)
+    receiving = write_partial(first, b"arriving for the first mount")
+    second = InstanceStore(str(tmp_path), 10 * 1024**2)
+    assert os.path.exists(receiving)
+    assert first.commit(key("1.2.3"), receiving) == len(b"arriving for the first mount")
+    leftover = write_partial(second, b"half-received")
+    second._partial_lock.close()  # as if the second mount's process died: its flock is gone
+    third = InstanceStore(str(tmp_path), 10 * 1024**2)
+    assert not os.path.exists(leftover)
+    assert third.size_of(key("1.2.3")) == len(b"arriving for the first mount")
+    assert os.path.isdir(first.partial_dir)
+    for store in (first, third):
+        store.close()
+    assert sorted(os.listdir(tmp_path / "partial")) == []

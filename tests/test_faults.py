@@ -27,6 +27,7 @@ from tests.fault_tools import (
     ThrottledRelay,
     cached_instances,
     dataset_bytes,
+    partial_files,
     post_files,
     read_or_errno,
     series_dir,
@@ -212,7 +213,7 @@ def test_daemon_killed_mid_series_leaves_no_partial_entry(
     relay.rate = 0
     with mounted(mountpoint, options(pacs_up, cachedir, move_target)) as mount:
         directory = series_dir(mountpoint, fault_data.big)  # init() has run: the partial/ sweep is done
-        assert list((cachedir / "partial").iterdir()) == []
+        assert partial_files(cachedir) == []
         for name in sorted(sources):
             assert_correct(name, read_or_errno(directory / name), sources)
         assert "Traceback" not in mount.log_text()
