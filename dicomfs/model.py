@@ -41,62 +41,66 @@ class PatientKey:
         Patient ID (0010,0020), as the PACS sent it.
     issuer : str
         Issuer of Patient ID (0010,0021), '' when the PACS gives none.
-    name : str
-        The normalized Patient Name (:func:`name_key`) when it is needed to keep two persons apart
-        (the same Patient ID and issuer, different names); '' otherwise, so that one patient whose
-        name is spelled differently in two studies stays one patient.
     split : bool
         False when this is the only person known under ``patient_id``: every row with that ID is
         theirs. True when the ID is known to stand for several persons: a row is theirs only if
-        its issuer (and, where ``name`` is set, its name) is theirs.
+        its issuer (and, with ``by_name``, its name) is theirs.
+    by_name : bool
+        Whether the name is part of the identity: the same Patient ID and issuer were seen with
+        more than one (non-empty) name.
+    name : str
+        With ``by_name``, the normalized Patient Name (:func:`name_key`; '' for rows without a
+        name); '' otherwise, so that one patient whose name is spelled differently in two
+        studies stays one patient.
     """
 
     patient_id: str
     issuer: str = ""
-    name: str = ""
     split: bool = False
+    by_name: bool = False
+    name: str = ""
 
     @property
     def text(self) -> str:
         """A stable, unambiguous text form (cache keys, name suffixes)."""
         if not self.split:
             return self.patient_id
-        return json.dumps([self.patient_id, self.issuer, self.name], ensure_ascii=False)
+        return json.dumps([self.patient_id, self.issuer, self.by_name, self.name], ensure_ascii=False)
 
     def admits(self, patient_id: str, issuer: str, name: str) -> bool:
-        """Whether a C-FIND row with these patient values belongs to this patient.
-
-        A row that carries neither an issuer nor a name (a Patient Root STUDY-level answer need
-        not repeat patient attributes, PS3.4 C.6.1.1.3) cannot contradict its Patient ID.
-        """
+        """Whether a C-FIND row with these patient values belongs to this patient."""
         if patient_id != self.patient_id:
             return False
-        issuer, name = issuer.strip(), name.strip()
-        if not self.split or not (issuer or name):
+        if not self.split:
             return True
-        if issuer != self.issuer:
+        if issuer.strip() != self.issuer:
             return False
-        return not self.name or name_key(name) == self.name
+        return not self.by_name or name_key(name) == self.name
 
 
 def identify_patients(rows: Sequence[tuple[str, str, str]]) -> list[PatientKey]:
     """The patient of each row of (Patient ID, Issuer of Patient ID, Patient Name), in order.
 
     Rows with one Patient ID are one patient unless they disagree: then each issuer is a person
-    of its own, and within one issuer (or with none) each normalized name. Pure; the caller logs.
+    of its own, and within one issuer (or with none) each normalized name. An empty name proves
+    nothing: it joins the only name of its issuer, and is a person of its own ('(no name)') only
+    beside two or more names. Pure; the caller logs.
     """
-    by_id: dict[str, set[tuple[str, str]]] = {}
+    issuers: dict[str, set[str]] = {}
+    names: dict[tuple[str, str], set[str]] = {}
     for patient_id, issuer, name in rows:
-        by_id.setdefault(patient_id, set()).add((issuer.strip(), name_key(name)))
+        issuers.setdefault(patient_id, set()).add(issuer.strip())
+        named = names.setdefault((patient_id, issuer.strip()), set())
+        if name_key(name):
+            named.add(name_key(name))
     keys = []
     for patient_id, issuer, name in rows:
-        seen = by_id[patient_id]
-        if len(seen) == 1:
+        by_name = len(names[(patient_id, issuer.strip())]) > 1
+        if len(issuers[patient_id]) == 1 and not by_name:
             keys.append(PatientKey(patient_id, issuer.strip()))
-            continue
-        names_of_issuer = {n for i, n in seen if i == issuer.strip()}
-        keep_name = name_key(name) if len(names_of_issuer) > 1 else ""
-        keys.append(PatientKey(patient_id, issuer.strip(), keep_name, split=True))
+        else:
+            person_name = name_key(name) if by_name else ""
+            keys.append(PatientKey(patient_id, issuer.strip(), True, by_name, person_name))
     return keys
 
 

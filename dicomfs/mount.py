@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import logging
 import ssl
-import tempfile
 from collections.abc import Callable, Sequence
 
+from dicomfs import spool
 from dicomfs.cache import InstanceStore, ListingCache
 from dicomfs.options import MountOptions
 from dicomfs.pacs import PacsAddress, PacsClient
@@ -70,11 +70,9 @@ class MountServices:
         )
         self.client = PacsClient(address, model=opts.model)
         self.store = InstanceStore(opts.cachedir, opts.cachesize)
-        # pynetdicom streams every received data set into a NamedTemporaryFile in tempfile's
-        # directory (storescp: STORE_RECV_CHUNKED_DATASET): make that ``partial/``, on the
-        # cache's file system, so a finished object is renamed into the cache, never copied, and
-        # a crash leaves its remains where the next start clears them.
-        tempfile.tempdir = self.store.partial_dir
+        # pynetdicom spools every received data set to a file (storescp: chunked receiving):
+        # into our partial/ folder, on the cache's file system (dicomfs.spool).
+        spool.install(self.store.partial_dir)
         self._started.append(self.store.close)
         self.listings = ListingCache(opts.cachedir, opts.ttl)
         self._started.append(self.listings.close)

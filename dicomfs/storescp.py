@@ -31,6 +31,7 @@ from dicomfs.cache import InstanceStore, discard
 from dicomfs.errors import StorageFull
 from dicomfs.model import InstanceKey
 from dicomfs.negotiation import TRANSFER_SYNTAXES
+from dicomfs.spool import spool_error
 from dicomfs.tuning import MAX_RECEIVE_PDU, tune_socket
 
 LOGGER = logging.getLogger(__name__)
@@ -42,8 +43,8 @@ LOGGER = logging.getLogger(__name__)
 _config.UNRESTRICTED_STORAGE_SERVICE = True
 # pynetdicom >= 2.0 writes a C-STORE's data set to a NamedTemporaryFile fragment by fragment and
 # hands the handler its path (Event.dataset_path) instead of the bytes: a 1 GB object costs no
-# memory. The file is made in tempfile's directory, which the mount points into ``partial/``
-# (same file system as the cache, so the file is renamed, not copied).
+# memory. dicomfs.spool makes that file in the mount's ``partial/`` folder (same file system as
+# the cache, so the file is renamed, not copied) and survives a full disk.
 _config.STORE_RECV_CHUNKED_DATASET = True
 
 # PS3.4 B.2.3 / PS3.7 C.4: C-STORE response statuses.
@@ -154,10 +155,17 @@ class InstanceReceiver:
 
     def _received_file(self, event: evt.Event, sop_uid: str) -> str:
         """The received object as a file in ``partial/`` (meta header + data set as sent)."""
+        streamed = _streamed_path(event)
+        failed = spool_error(event.request)
+        if failed is not None:  # the disk filled while pynetdicom spooled it (dicomfs.spool)
+            if streamed is not None:
+                discard(streamed)
+            if failed.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(f"no space left in the cache for {sop_uid}") from failed
+            raise failed
         fd, partial = self._store.new_partial()
         os.close(fd)
         try:
-            streamed = _streamed_path(event)
             if streamed is not None:
                 _adopt(streamed, partial)
             else:  # pynetdicom kept the data set in memory (chunked receiving is off)

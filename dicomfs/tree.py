@@ -69,14 +69,17 @@ class Entry:
     children_count: int = -1
     #: The rest of the patient's identity (``model.PatientKey``): issuer, name key, split.
     patient_issuer: str = ""
-    patient_name: str = ""
     patient_split: bool = False
+    patient_by_name: bool = False
+    patient_name: str = ""
     #: The patient's own Patient Name and issuer as the PACS gave them (whose studies these are).
     shown_name: str = ""
 
     @property
     def patient(self) -> PatientKey:
-        return PatientKey(self.patient_id, self.patient_issuer, self.patient_name, self.patient_split)
+        return PatientKey(
+            self.patient_id, self.patient_issuer, self.patient_split, self.patient_by_name, self.patient_name
+        )
 
     @property
     def instance(self) -> InstanceKey:
@@ -186,15 +189,16 @@ def _patient_fields(parent: Entry) -> dict[str, str | bool]:
     return {
         "patient_id": parent.patient_id,
         "patient_issuer": parent.patient_issuer,
-        "patient_name": parent.patient_name,
         "patient_split": parent.patient_split,
+        "patient_by_name": parent.patient_by_name,
+        "patient_name": parent.patient_name,
     }
 
 
 def _names_other_parent(row: Row, keyword: str, parent_uid: str) -> bool:
     """True when a C-FIND row carries ``keyword`` with a value other than its parent's UID."""
     value = row.get(keyword, "").strip()
-    return bool(value) and value != parent_uid
+    return bool(value) and value != parent_uid.strip()
 
 
 class Tree:
@@ -451,8 +455,9 @@ class Tree:
                 kind=PATIENT,
                 patient_id=key.patient_id,
                 patient_issuer=key.issuer,
-                patient_name=key.name,
                 patient_split=key.split,
+                patient_by_name=key.by_name,
+                patient_name=key.name,
                 shown_name=row["PatientName"],
                 mtime=mtime,
                 children_count=-1 if key.split else _count(row, "NumberOfPatientRelatedStudies"),
@@ -527,8 +532,9 @@ class Tree:
                 patient = replace(
                     patient,
                     patient_issuer=own.issuer,
-                    patient_name=own.name,
                     patient_split=True,
+                    patient_by_name=own.by_name,
+                    patient_name=own.name,
                 )
         elif patient.patient_split:
             rows = [row for row in rows if patient.patient.admits(*_patient_of(row))]
