@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 import mfusepy
 
+from dicomfs.errorlog import OncePerCause
 from dicomfs.errors import NotFound, PacsError, RetrievalFailed, StorageFull
 from dicomfs.fdreply import reply_with_fd
 from dicomfs.tree import INSTANCE, Entry, Tree
@@ -30,6 +31,9 @@ FILE_MODE = stat.S_IFREG | 0o444
 PROBE_NAMES = frozenset({"autorun.inf", "desktop.ini", "thumbs.db", "folder.jpg", "albumart.jpg"})
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: A failing series fails every file of it: its cause is logged once, not once per file.
+_ERRORS = OncePerCause(LOGGER)
 
 
 class Services(Protocol):
@@ -59,14 +63,14 @@ def translate_errors(method: F) -> F:
         except NotFound as exc:
             raise mfusepy.FuseOSError(errno.ENOENT) from exc
         except StorageFull as exc:
-            LOGGER.error("%s %s: %s", method.__name__, args[0] if args else "", exc)
+            _ERRORS.error(method.__name__, args[0] if args else "", str(exc))
             raise mfusepy.FuseOSError(errno.ENOSPC) from exc
         except (PacsError, RetrievalFailed) as exc:
-            LOGGER.error("%s %s: %s", method.__name__, args[0] if args else "", exc)
+            _ERRORS.error(method.__name__, args[0] if args else "", str(exc))
             LOGGER.debug("traceback", exc_info=True)
             raise mfusepy.FuseOSError(errno.EIO) from exc
         except OSError as exc:
-            LOGGER.error("%s %s: %s", method.__name__, args[0] if args else "", exc)
+            _ERRORS.error(method.__name__, args[0] if args else "", str(exc))
             raise mfusepy.FuseOSError(exc.errno or errno.EIO) from exc
         except Exception as exc:
             LOGGER.exception("%s %s failed", method.__name__, args[0] if args else "")
