@@ -68,6 +68,7 @@ class MountServices:
             ssl_context=client_ssl_context(opts),
         )
         self.client = PacsClient(address, model=opts.model)
+        self._started.append(self.client.close)  # its background reachability check
         self.store = InstanceStore(opts.cachedir, opts.cachesize)
         self._started.append(self.store.close)
         self.listings = ListingCache(opts.cachedir, opts.ttl)

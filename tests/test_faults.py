@@ -150,9 +150,17 @@ def read_everything_eventually(directory: Path, sources: dict[str, bytes], timeo
     wait_until(progress, timeout_s, f"{len(pending)} files to become readable", interval_s=0.2)
 
 
-def test_pacs_killed_mid_series(
+def retrieval_failures(log: str, series: SeriesData) -> int:
+    """How many retrievals of ``series`` ended in failure (one log line each, retrieval.py)."""
+    lines = log.splitlines()
+    return sum(1 for line in lines if f"series {series.series_uid}: " in line and "arrived)" in line)
+
+
+def test_pacs_killed_mid_series_and_restarted(
     pacs_up: OrthancServer, relay: ThrottledRelay, fault_data: FaultData, tmp_path: Path, move_target: int
 ) -> None:
+    """Killed while the series streams in: EIO for the rest, one failed retrieval, not one per
+    file. Restarted: as soon as dicomfs's check sees it answer, one pass re-reads every file."""
     sources = fault_data.big.sources()
     cachedir = tmp_path / "cache"
     with mounted(tmp_path / "mnt", options(pacs_up, cachedir, move_target)) as mount:
@@ -173,13 +181,22 @@ def test_pacs_killed_mid_series(
         assert len(arrived) >= 10 and failed, (len(arrived), len(failed))
         for name in failed:
             assert results[name] == errno.EIO, (name, results[name])
-        assert f"series {fault_data.big.series_uid}: " in mount.log_text()  # the cause, logged
         for name in arrived:  # whole instances stay cached and correct while the PACS is down
             assert_correct(name, results[name], sources)
             assert_correct(name, read_or_errno(directory / name), sources)
-        pacs_up.start()
+        log = mount.log_text()
+        # The readers of the other 190 files failed at once: the PACS was known to be down.
+        assert retrieval_failures(log, fault_data.big) == 1, log[-3000:]
+        assert log.count("requests fail at once until it answers") == 1, log[-3000:]
         relay.rate = 0
-        read_everything_eventually(directory, sources, timeout_s=30)
+        pacs_up.start()
+        # dicomfs re-checks a PACS that is down about once a second, in the background; the
+        # deadline only guards against a hang (before issue 8 the series failed fast for timeout s).
+        wait_until(lambda: "answers again" in mount.log_text(), HANG_GUARD_S, "dicomfs to see the PACS")
+        copy = tmp_path / "copy"
+        subprocess.run(["cp", "-r", str(directory), str(copy)], check=True, capture_output=True)
+        for name in sorted(sources):
+            assert_correct(name, (copy / name).read_bytes(), sources)
         assert "Traceback" not in mount.log_text()
     assert_cache_consistent(cachedir, fault_data)
 
@@ -320,6 +337,10 @@ def test_pacs_down_later_serves_the_cache(
             assert_correct(name, read_or_errno(cached_dir / name), cached)
         for name in sorted(uncached):
             assert read_or_errno(uncached_dir / name) == errno.EIO
+        # `ls -l` of an uncached series on a dead PACS: every file EIO, at most one retrieval tried.
+        listing = subprocess.run(["ls", "-l", str(uncached_dir)], capture_output=True, text=True)
+        assert listing.returncode != 0 and listing.stderr.count("Input/output error") == len(uncached)
+        assert retrieval_failures(mount.log_text(), uncached_series) <= 1, mount.log_text()[-3000:]
         pacs_up.start()
         read_everything_eventually(uncached_dir, uncached, timeout_s=15)
 
