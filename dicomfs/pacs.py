@@ -181,7 +181,7 @@ class PacsClient:
         self.model = model
         self._slots = AssociationSlots(address.max_associations)
         self._learning = False  # a transient rejection has lowered the limit
-        self._limit_logged = False
+        self._limit_unlogged = threading.Lock()  # taken (for good) by the one "lowered" log line
         self.where = f"{address.called_aet}@{address.host}:{address.port}"
         self.health = PacsHealth(self.probe, where=self.where)
 
@@ -235,9 +235,9 @@ class PacsClient:
                 )
             time.sleep(backoff)  # back-off the PACS asked for, bounded by the deadline above
             backoff = min(2 * backoff, BACKOFF_MAX_S)
-        if self._learning and not self._limit_logged:
+        lowered = self._learning and self._slots.limit < self.address.max_associations
+        if lowered and self._limit_unlogged.acquire(blocking=False):
             # Logged once, when a retry after the push-back got through: the limit has settled.
-            self._limit_logged = True
             LOGGER.warning(
                 "%s rejected associations as busy (rejected-transient, PS3.8 9.3.4): "
                 "lowered to at most %d associations at once (maxassoc=%d)",
