@@ -62,7 +62,8 @@ class PacsHealth:
         self._clock = clock
         self._lock = threading.Lock()
         self._reason: str | None = None  # None: the PACS answered last time we heard from it
-        self._epoch = 0  # counts the outages that have ended
+        self._confirmed = False  # a probe, too, found it down (not just one failed operation)
+        self._epoch = 0  # counts the confirmed outages that have ended
         self._last_probe = float("-inf")
         self._probes = 0
         self._closed = threading.Event()
@@ -74,9 +75,10 @@ class PacsHealth:
         """The PACS answered an association request (accepted or rejected): it is reachable."""
         with self._lock:
             was_down = self._reason is not None
-            self._reason = None
-            if was_down:
+            if self._confirmed:
                 self._epoch += 1
+            self._reason = None
+            self._confirmed = False
         if was_down:
             LOGGER.info("PACS %s answers again", self._where)
 
@@ -109,7 +111,9 @@ class PacsHealth:
 
     @property
     def epoch(self) -> int:
-        """The number of outages that have ended; a failure from an earlier epoch is history."""
+        """The number of ended outages that a probe had confirmed; a failure from an earlier
+        epoch is history. An operation that failed while the PACS still answers a probe at once
+        (it accepts associations but its C-MOVE hangs) does not start an outage of its own."""
         with self._lock:
             return self._epoch
 
@@ -135,6 +139,8 @@ class PacsHealth:
             self._probe()
         except PacsError as exc:
             self.failed(str(exc))
+            with self._lock:
+                self._confirmed = self._reason is not None
             return False
         self.answered()
         return True

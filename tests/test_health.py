@@ -75,6 +75,16 @@ def test_the_background_check_notices_the_pacs_is_back(caplog: pytest.LogCapture
     assert sum("answers again" in message for message in messages) == 1, messages
 
 
+def test_a_pacs_that_answers_the_first_check_ends_no_outage() -> None:
+    """A retrieval timed out but the PACS answers the probe at once (its C-MOVE hangs, its
+    associations do not): failures recorded before stay valid, the epoch does not move."""
+    health = PacsHealth(ScriptedProbe(0), where="PACS@h:1", clock=FakeClock())
+    health.close()
+    health.failed("no response from the PACS (timed out or aborted)")
+    assert health.probe_once() is True
+    assert health.down_reason is None and health.epoch == 0
+
+
 def test_a_closed_health_starts_no_check_and_bounds_the_reason() -> None:
     probe = ScriptedProbe(0)
     health = PacsHealth(probe, where="PACS@h:1")
