@@ -104,6 +104,10 @@ class RetrieveOutcome:
     warning: int
 
 
+class AssociationsBusy(PacsError):
+    """No association slot came free within ``timeout``: ours are all in use (not the PACS's fault)."""
+
+
 class AssociationSlots:
     """At most ``limit`` associations at once; the PACS's push-back can lower the limit.
 
@@ -270,7 +274,7 @@ class PacsClient:
         """Take a slot and associate: the association (holding the slot), or None after a
         transient rejection (slot given back). Raises PacsError/QueryRefused otherwise."""
         if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise PacsError(f"all {self._slots.limit} associations to the PACS stay busy")
+            raise AssociationsBusy(f"all {self._slots.limit} associations to the PACS stay busy")
         try:
             ae = self._new_ae()
             for abstract, syntaxes in contexts:
@@ -349,7 +353,8 @@ class PacsClient:
             with self._association(contexts, retry_transient=False) as assoc:
                 if any(cx.abstract_syntax == Verification for cx in assoc.accepted_contexts):
                     _status_of(assoc.send_c_echo())
-        except QueryRefused:
+        except (QueryRefused, AssociationsBusy):
+            # An answer; or every slot is in use by associations that will report themselves.
             return
 
     def find(self, identifier: Dataset, model_name: str = "") -> list[Dataset]:

@@ -8,8 +8,10 @@ import pytest
 
 from dicomfs.errors import PacsError
 from dicomfs.health import MAX_REASON_CHARS, PacsHealth
-from dicomfs.pacs import AssociationSlots
+from dicomfs.pacs import AssociationSlots, PacsAddress, PacsClient
+from tests.broken_pacs import BrokenPacs
 from tests.mounting import wait_until
+from tests.pacs_servers import free_port
 
 
 class FakeClock:
@@ -130,3 +132,22 @@ def test_slots_wait_for_a_release_and_give_up_at_the_deadline() -> None:
     assert not slots.acquire(timeout=0.01)
     slots.release()
     assert slots.acquire(timeout=1)
+
+
+def test_the_client_probe_tells_a_closed_port_from_a_pacs_that_answers() -> None:
+    """Real sockets: nothing listens (refused, reported down), then a real SCP (answered, up)."""
+    dead = PacsClient(PacsAddress("127.0.0.1", free_port(), "NOBODY", "DICOMFS", timeout=5))
+    try:
+        with pytest.raises(PacsError):
+            dead.probe()
+        assert dead.health.down_reason is not None
+    finally:
+        dead.close()
+    with BrokenPacs() as pacs:
+        alive = PacsClient(PacsAddress(pacs.host, pacs.port, pacs.ae_title, "DICOMFS", timeout=5))
+        try:
+            alive.health.failed("pretend it was down")
+            alive.probe()
+            assert alive.health.down_reason is None
+        finally:
+            alive.close()
