@@ -327,6 +327,8 @@ class PacsClient:
         where = self.where
         if assoc.is_rejected:
             return f"association rejected by {where}"
+        if assoc.acceptor.primitive is None:  # no A-ASSOCIATE-AC/RJ: refused, unreachable or silent
+            return f"cannot reach PACS {where}"
         if assoc.is_aborted:
             return f"association aborted by {where}"
         return f"cannot reach PACS {where}"

@@ -138,7 +138,7 @@ def test_the_client_probe_tells_a_closed_port_from_a_pacs_that_answers() -> None
     """Real sockets: nothing listens (refused, reported down), then a real SCP (answered, up)."""
     dead = PacsClient(PacsAddress("127.0.0.1", free_port(), "NOBODY", "DICOMFS", timeout=5))
     try:
-        with pytest.raises(PacsError):
+        with pytest.raises(PacsError, match="cannot reach"):
             dead.probe()
         assert dead.health.down_reason is not None
     finally:
