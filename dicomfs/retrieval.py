@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pydicom.dataset import Dataset
 
 from dicomfs.cache import InstanceStore
-from dicomfs.errors import PacsError, RetrievalFailed
+from dicomfs.errors import FailedFast, PacsError, RetrievalFailed
 from dicomfs.pacs import STATUS_SUCCESS, PacsClient, RetrieveOutcome
 from dicomfs.storescp import InstanceReceiver
 
@@ -235,10 +235,10 @@ class RetrievalScheduler:
                 return job
             down = health.down_reason
             if down is not None:  # checked again in the background, at most once a second
-                raise RetrievalFailed(f"series {ref.series_uid}: the PACS is unreachable ({down})")
+                raise FailedFast(f"series {ref.series_uid}: the PACS is unreachable ({down})")
             until, epoch = self._failed_until.get(ref, (0.0, -1))
             if epoch == health.epoch and time.monotonic() < until:
-                raise RetrievalFailed(f"series {ref.series_uid}: the last retrieval failed moments ago")
+                raise FailedFast(f"series {ref.series_uid}: the last retrieval failed moments ago")
             if not self._threads:
                 raise RetrievalFailed("retrieval is not running")
             job = SeriesJob(ref, sop_uids)

@@ -188,6 +188,10 @@ def test_pacs_killed_mid_series_and_restarted(
         # One retrieval failed; the readers of the other files failed at once (the PACS was down).
         assert retrieval_failures(log, fault_data.big) == 1, log[-3000:]
         assert log.count("requests fail at once until it answers") == 1, log[-3000:]
+        # ... and quietly: an error line for each reader that was waiting on the retrieval that
+        # failed (4 threads), not one per file.
+        errors = [line for line in log.splitlines() if " ERROR dicomfs.fs: " in line]
+        assert 1 <= len(errors) <= 4, errors
         relay.rate = 0
         pacs_up.start()
         # dicomfs re-checks a PACS that is down about once a second, in the background; the
