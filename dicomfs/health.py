@@ -88,9 +88,10 @@ class PacsHealth:
         with self._lock:
             was_up = self._reason is None
             self._reason = reason
-            start_watcher = self._watcher is None and not self._closed.is_set()
-            if start_watcher:
-                self._watcher = threading.Thread(target=self._watch, name="pacs-health", daemon=True)
+            watcher = None
+            if self._watcher is None and not self._closed.is_set():
+                watcher = threading.Thread(target=self._watch, name="pacs-health", daemon=True)
+                self._watcher = watcher
         if was_up:
             LOGGER.warning(
                 "PACS %s unreachable (%s); requests fail at once until it answers a check (every %.0f s)",
@@ -98,8 +99,8 @@ class PacsHealth:
                 reason,
                 self._interval_s,
             )
-        if start_watcher and self._watcher is not None:
-            self._watcher.start()
+        if watcher is not None:
+            watcher.start()
 
     # -- what readers ask -------------------------------------------------------------------
 
