@@ -28,6 +28,7 @@ from dicomfs.options import (
     parse_args,
     with_overrides,
 )
+from dicomfs.ports import wait_for_port
 
 LOGGER = logging.getLogger("dicomfs")
 
@@ -38,19 +39,22 @@ Hooks = Sequence[tuple[Callable[[], None], Callable[[], None]]]
 
 
 def check_local_port(opts: MountOptions) -> None:
-    """The storage SCP's port must be free, or C-MOVE would fail later with a puzzling error."""
+    """The storage SCP's port must be free, or C-MOVE would fail later with a puzzling error.
+
+    A dicomfs that is still shutting down (``fusermount3 -u`` returned before it closed the
+    port) is waited for, a few seconds at most; any other holder is an error at once.
+    """
     if opts.retrieve != "move":
         return
-    family = socket.AF_INET6 if ":" in opts.localaddress else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((opts.localaddress, opts.localport))
-        except OSError as exc:
-            where = f"{opts.localaddress or '*'}:{opts.localport}"
-            if exc.errno == errno.EADDRINUSE:
-                raise OptionError(f"localport: {where} is already in use") from None
-            raise OptionError(f"localport: cannot listen on {where}: {exc.strerror}") from None
+    busy = wait_for_port(opts.localaddress, opts.localport)
+    if busy is None:
+        return
+    error, holders = busy
+    where = f"{opts.localaddress or '*'}:{opts.localport}"
+    if error.errno == errno.EADDRINUSE:
+        by = ", ".join(f"pid {holder.pid} ({holder.command[:60]})" for holder in holders)
+        raise OptionError(f"localport: {where} is already in use" + (f" by {by}" if by else ""))
+    raise OptionError(f"localport: cannot listen on {where}: {error.strerror}")
 
 
 def configure_logging(opts: MountOptions) -> None:

@@ -23,5 +23,10 @@ class RetrievalFailed(DicomFSError):
     """A requested instance did not arrive whole (EIO)."""
 
 
+class FailedFast(RetrievalFailed):
+    """Refused without asking the PACS: it is known to be down, or the series' retrieval failed
+    a moment ago. The cause has been logged once already; each refusal is only worth DEBUG."""
+
+
 class StorageFull(DicomFSError):
     """The cache's disk is full (ENOSPC)."""

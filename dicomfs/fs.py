@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 import mfusepy
 
 from dicomfs.errorlog import OncePerCause
-from dicomfs.errors import NotFound, PacsError, RetrievalFailed, StorageFull
+from dicomfs.errors import FailedFast, NotFound, PacsError, RetrievalFailed, StorageFull
 from dicomfs.fdreply import reply_with_fd
 from dicomfs.tree import INSTANCE, Entry, Tree
 
@@ -62,6 +62,9 @@ def translate_errors(method: F) -> F:
             raise
         except NotFound as exc:
             raise mfusepy.FuseOSError(errno.ENOENT) from exc
+        except FailedFast as exc:  # its cause was logged once; one line per file would flood
+            LOGGER.debug("%s %s: %s", method.__name__, args[0] if args else "", exc)
+            raise mfusepy.FuseOSError(errno.EIO) from exc
         except StorageFull as exc:
             _ERRORS.error(method.__name__, args[0] if args else "", str(exc))
             raise mfusepy.FuseOSError(errno.ENOSPC) from exc

@@ -69,6 +69,7 @@ class MountServices:
             ssl_context=client_ssl_context(opts),
         )
         self.client = PacsClient(address, model=opts.model)
+        self._started.append(self.client.close)  # its background reachability check
         self.store = InstanceStore(opts.cachedir, opts.cachesize)
         # pynetdicom spools every received data set to a file (storescp: chunked receiving):
         # into our partial/ folder, on the cache's file system (dicomfs.spool).

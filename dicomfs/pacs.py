@@ -12,6 +12,12 @@ Every association gets the same tuning (why: measured on loopback against Orthan
 Every network wait is bounded by the mount's ``timeout``; a silent PACS becomes :class:`PacsError`.
 Each query uses its own short association: pynetdicom 3.0.4 can lose a C-FIND response on a
 reused association when queries come back to back (issue #4).
+
+Every association attempt reports to :class:`~dicomfs.health.PacsHealth` whether the PACS answered.
+A PACS that rejects an association *transiently* (A-ASSOCIATE-RJ result 2, PS3.8 9.3.4: e.g. its
+limit of associations per calling AE is reached) is pushing back: the request is tried again after
+a short back-off, within ``timeout``, and the number of associations dicomfs opens to that PACS is
+lowered to what it accepted (logged once).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, _config, build_role, evt
 
 from dicomfs.errors import PacsError, QueryRefused
+from dicomfs.health import PacsHealth
 from dicomfs.negotiation import MAX_CONTEXTS, get_storage_contexts
 from dicomfs.tuning import MAX_RECEIVE_PDU, install, tune_socket
 
@@ -44,6 +51,13 @@ STATUS_SUCCESS = 0x0000
 STATUS_PENDING = frozenset({0xFF00, 0xFF01})
 STATUS_WARNING = 0xB000
 STATUS_CANCEL = 0xFE00
+
+# PS3.8 9.3.4 A-ASSOCIATE-RJ Result: 1 rejected-permanent, 2 rejected-transient ("try again later":
+# temporary congestion or local limit exceeded, source 3).
+RESULT_REJECTED_TRANSIENT = 0x02
+#: First pause after a transient rejection, doubled each time up to the longest; all within timeout.
+BACKOFF_FIRST_S = 0.05
+BACKOFF_MAX_S = 1.0
 
 # SOP Class UIDs (PS3.4 Annex A.4 and C.6); pynetdicom exposes them only as dynamic attributes.
 Verification = "1.2.840.10008.1.1"
@@ -91,6 +105,71 @@ class RetrieveOutcome:
     warning: int
 
 
+class AssociationsBusy(PacsError):
+    """No association slot came free within ``timeout``: ours are all in use (not the PACS's fault)."""
+
+
+class AssociationSlots:
+    """At most ``limit`` associations at once; the PACS's push-back can lower the limit.
+
+    A bounded semaphore whose bound can shrink: it is never raised again, because a PACS's limit
+    of associations per calling AE is configuration, not load.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._cond = threading.Condition()
+        self._limit = max(1, limit)
+        self._in_use = 0
+        self._established = 0
+        self._peak_established = 0
+
+    @property
+    def limit(self) -> int:
+        with self._cond:
+            return self._limit
+
+    def acquire(self, timeout: float) -> bool:
+        """Take a slot within ``timeout`` seconds; False when none came free."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._in_use >= self._limit:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            self._in_use += 1
+            return True
+
+    def established(self) -> None:
+        """The caller's slot now holds an established association."""
+        with self._cond:
+            self._established += 1
+            self._peak_established = max(self._peak_established, self._established)
+
+    def release(self, established: bool = False) -> None:
+        with self._cond:
+            self._in_use -= 1
+            if established:
+                self._established -= 1
+            self._cond.notify()
+
+    def lower_to_others(self) -> int | None:
+        """A transient rejection of the caller's attempt: at most the *other* slots in use.
+
+        The others (established, or still negotiating) bound from above what the PACS accepts,
+        so simultaneous rejections walk the limit down to it. It never goes below the most
+        associations the PACS has had established at once: a rejection then comes from the
+        PACS still counting one that has just ended (pynetdicom counts its association threads).
+        Returns the new limit, or None when it did not change.
+        """
+        with self._cond:
+            accepted = max(1, self._in_use - 1, self._peak_established)
+            if accepted >= self._limit:
+                return None
+            self._limit = accepted
+            return accepted
+
+
 def _status_of(status: Dataset) -> int:
     """The Status of a response; a missing one means pynetdicom gave up (timeout or abort)."""
     value = getattr(status, "Status", None)
@@ -105,7 +184,20 @@ class PacsClient:
     def __init__(self, address: PacsAddress, model: str = "study") -> None:
         self.address = address
         self.model = model
-        self._slots = threading.BoundedSemaphore(address.max_associations)
+        self._slots = AssociationSlots(address.max_associations)
+        self._learning = False  # a transient rejection has lowered the limit
+        self._limit_unlogged = threading.Lock()  # taken (for good) by the one "lowered" log line
+        self.where = f"{address.called_aet}@{address.host}:{address.port}"
+        self.health = PacsHealth(self.probe, where=self.where)
+
+    def close(self) -> None:
+        """Stop the background reachability check (FUSE destroy())."""
+        self.health.close()
+
+    @property
+    def max_associations(self) -> int:
+        """The current limit: ``maxassoc``, or lower once the PACS has pushed back."""
+        return self._slots.limit
 
     # -- associations -------------------------------------------------------------------------
 
@@ -126,15 +218,64 @@ class PacsClient:
         *,
         roles: Sequence[Any] = (),
         handlers: Sequence[tuple[Any, Callable[..., Any]]] = (),
+        retry_transient: bool = True,
     ) -> Iterator[Any]:
         """An established association, released (or aborted) on exit; waits for a free slot.
 
         A-RELEASE takes pynetdicom ~10 ms of polling, so it happens in the background, after the
-        caller has its answer; the slot is given back only once the association is gone.
+        caller has its answer; the slot is given back only once the association is gone. A
+        transient rejection is retried with a back-off until ``timeout`` (``retry_transient``).
         """
-        if not self._slots.acquire(timeout=self.address.timeout):
-            raise PacsError(f"all {self.address.max_associations} associations to the PACS stay busy")
+        deadline = time.monotonic() + self.address.timeout
+        backoff = BACKOFF_FIRST_S
+        while True:
+            assoc = self._open(contexts, roles, handlers, deadline)
+            if assoc is not None:
+                break
+            self._learning = True
+            if not retry_transient or time.monotonic() + backoff > deadline:
+                raise QueryRefused(
+                    f"{self.where} kept rejecting the association as busy (rejected-transient, "
+                    f"PS3.8 9.3.4) for {self.address.timeout:g} s"
+                )
+            time.sleep(backoff)  # back-off the PACS asked for, bounded by the deadline above
+            backoff = min(2 * backoff, BACKOFF_MAX_S)
+        lowered = self._learning and self._slots.limit < self.address.max_associations
+        if lowered and self._limit_unlogged.acquire(blocking=False):
+            # Logged once, when a retry after the push-back got through: the limit has settled.
+            LOGGER.warning(
+                "%s rejected associations as busy (rejected-transient, PS3.8 9.3.4): "
+                "lowered to at most %d associations at once (maxassoc=%d)",
+                self.where,
+                self._slots.limit,
+                self.address.max_associations,
+            )
         releasing = False
+        try:
+            try:
+                yield assoc
+            except BaseException as exc:
+                assoc.abort()
+                if isinstance(exc, PacsError) and not isinstance(exc, QueryRefused):
+                    self.health.failed(str(exc))  # it stopped answering mid-association
+                raise
+            releasing = True
+            threading.Thread(target=self._release, args=(assoc,), name="release", daemon=True).start()
+        finally:
+            if not releasing:
+                self._slots.release(established=True)
+
+    def _open(
+        self,
+        contexts: Sequence[tuple[str, Sequence[str]]],
+        roles: Sequence[Any],
+        handlers: Sequence[tuple[Any, Callable[..., Any]]],
+        deadline: float,
+    ) -> Any:
+        """Take a slot and associate: the association (holding the slot), or None after a
+        transient rejection (slot given back). Raises PacsError/QueryRefused otherwise."""
+        if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise AssociationsBusy(f"all {self._slots.limit} associations to the PACS stay busy")
         try:
             ae = self._new_ae()
             for abstract, syntaxes in contexts:
@@ -149,20 +290,31 @@ class PacsClient:
                 evt_handlers=[(evt.EVT_CONN_OPEN, tune_socket), *handlers],
                 tls_args=tls_args,
             )
-            if not assoc.is_established:
-                # A rejection is an answer (e.g. no proposed context accepted); anything else is not.
-                failure = QueryRefused if assoc.is_rejected else PacsError
-                raise failure(self._refusal_reason(assoc))
-            try:
-                yield assoc
-            except BaseException:
-                assoc.abort()
-                raise
-            releasing = True
-            threading.Thread(target=self._release, args=(assoc,), name="release", daemon=True).start()
-        finally:
-            if not releasing:
-                self._slots.release()
+        except BaseException:
+            self._slots.release()
+            raise
+        if assoc.is_established:
+            self._slots.established()
+            self.health.answered()
+            return assoc
+        reason = self._refusal_reason(assoc)
+        # The acceptor's A-ASSOCIATE response (accept or reject) means the PACS answered, even
+        # when pynetdicom aborted afterwards because no presentation context was accepted.
+        if assoc.is_rejected or assoc.acceptor.primitive is not None:
+            self.health.answered()
+        else:
+            self.health.failed(reason)
+        if not assoc.is_rejected:
+            self._slots.release()
+            raise PacsError(reason)
+        if getattr(assoc.acceptor.primitive, "result", None) != RESULT_REJECTED_TRANSIENT:
+            self._slots.release()
+            raise QueryRefused(reason)
+        lowered = self._slots.lower_to_others()
+        self._slots.release()
+        if lowered is not None:
+            LOGGER.debug("%s rejected an association as busy: at most %d at once", self.where, lowered)
+        return None
 
     def _release(self, assoc: Any) -> None:
         try:
@@ -170,12 +322,14 @@ class PacsClient:
         except Exception:  # the peer may be gone already; nothing is waiting for this
             LOGGER.debug("A-RELEASE failed", exc_info=True)
         finally:
-            self._slots.release()
+            self._slots.release(established=True)
 
     def _refusal_reason(self, assoc: Any) -> str:
-        where = f"{self.address.called_aet}@{self.address.host}:{self.address.port}"
+        where = self.where
         if assoc.is_rejected:
             return f"association rejected by {where}"
+        if assoc.acceptor.primitive is None:  # no A-ASSOCIATE-AC/RJ: refused, unreachable or silent
+            return f"cannot reach PACS {where}"
         if assoc.is_aborted:
             return f"association aborted by {where}"
         return f"cannot reach PACS {where}"
@@ -188,6 +342,23 @@ class PacsClient:
             status = assoc.send_c_echo()
             if _status_of(status) != STATUS_SUCCESS:
                 raise PacsError(f"C-ECHO failed with status 0x{int(status.Status):04X}")
+
+    def probe(self) -> None:
+        """The cheap reachability check: an association, and a C-ECHO where Verification is accepted.
+
+        Any answer counts (an accepted association, a rejection, any C-ECHO status): only "cannot
+        be reached" or silence raises PacsError. The other Q/R contexts are proposed too, so a
+        PACS without the Verification SOP class still accepts the association. Never retried.
+        """
+        syntaxes = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+        contexts = [(Verification, syntaxes), *((models["find"], syntaxes) for models in _MODELS.values())]
+        try:
+            with self._association(contexts, retry_transient=False) as assoc:
+                if any(cx.abstract_syntax == Verification for cx in assoc.accepted_contexts):
+                    _status_of(assoc.send_c_echo())
+        except (QueryRefused, AssociationsBusy):
+            # An answer; or every slot is in use by associations that will report themselves.
+            return
 
     def find(self, identifier: Dataset, model_name: str = "") -> list[Dataset]:
         """C-FIND with ``identifier`` in the mount's query model (or ``model_name``); all matches.

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pydicom.dataset import Dataset
 
 from dicomfs.cache import InstanceStore
-from dicomfs.errors import PacsError, RetrievalFailed
+from dicomfs.errors import FailedFast, PacsError, RetrievalFailed
 from dicomfs.model import InstanceKey
 from dicomfs.pacs import STATUS_SUCCESS, PacsClient, RetrieveOutcome
 from dicomfs.storescp import InstanceReceiver
@@ -46,6 +46,12 @@ HURRY_MIN_AHEAD = 8
 HURRY_AT_ONCE_AHEAD = 32
 
 PRIORITY_HURRIED, PRIORITY_PART = 0, 1
+
+#: After a failed retrieval of a series, its further requests fail at once for this long: the
+#: rest of an `ls -l` burst, not a fixed penalty (the cadence of the PACS reachability check).
+RETRY_FAILED_AFTER_S = 1.0
+#: Bound of the table of recently failed series.
+MAX_FAILED_SERIES = 1024
 
 
 @dataclass(frozen=True)
@@ -188,9 +194,11 @@ class RetrievalScheduler:
         # the round trip is, and parts pay.
         self._parts = max(1, min(parallel, workers - 1))
         self._jobs: dict[SeriesRef, SeriesJob] = {}
-        # After a failed retrieval, further requests for the series fail at once for a while:
-        # `ls -l` of a 500-file series must not wait 500 timeouts on a silent PACS.
-        self._failed_until: dict[SeriesRef, float] = {}
+        # After a failed retrieval, further requests for the series fail at once for a moment
+        # (RETRY_FAILED_AFTER_S), so `ls -l` of its 500 files costs one retrieval, not 500; an
+        # entry is void once the PACS answers again after an outage (its health epoch moved on).
+        # While the PACS is unreachable every series fails at once (``PacsClient.health``).
+        self._failed_until: dict[SeriesRef, tuple[float, int]] = {}
         self._lock = threading.Lock()
         self._queue: queue.PriorityQueue[_Task] = queue.PriorityQueue()
         self._sequence = itertools.count()
@@ -225,12 +233,17 @@ class RetrievalScheduler:
         return job.wait_for(sop_uid, stall_s=2 * self._timeout + 5, hurry=lambda: self._hurry(job, sop_uid))
 
     def _job_for(self, ref: SeriesRef, sop_uids: Sequence[str]) -> SeriesJob:
+        health = self._client.health
         with self._lock:
             job = self._jobs.get(ref)
             if job is not None:
                 return job
-            if time.monotonic() < self._failed_until.get(ref, 0.0):
-                raise RetrievalFailed(f"series {ref.series_uid}: the last retrieval failed moments ago")
+            down = health.down_reason
+            if down is not None:  # checked again in the background, at most once a second
+                raise FailedFast(f"series {ref.series_uid}: the PACS is unreachable ({down})")
+            until, epoch = self._failed_until.get(ref, (0.0, -1))
+            if epoch == health.epoch and time.monotonic() < until:
+                raise FailedFast(f"series {ref.series_uid}: the last retrieval failed moments ago")
             if not self._threads:
                 raise RetrievalFailed("retrieval is not running")
             job = SeriesJob(ref, sop_uids)
@@ -296,10 +309,14 @@ class RetrievalScheduler:
             self._receiver.forget((job.ref.study_uid, job.ref.series_uid), job.expected)
             if self._jobs.get(job.ref) is job:
                 del self._jobs[job.ref]
-            if final is None:
-                self._failed_until.pop(job.ref, None)
-            else:
-                self._failed_until[job.ref] = time.monotonic() + self._timeout
+            self._failed_until.pop(job.ref, None)
+            if final is not None:
+                now = time.monotonic()
+                if len(self._failed_until) >= MAX_FAILED_SERIES:  # bounded: drop what has expired
+                    expired = [ref for ref, (until, _e) in self._failed_until.items() if until <= now]
+                    for ref in expired or list(self._failed_until)[: MAX_FAILED_SERIES // 2]:
+                        del self._failed_until[ref]
+                self._failed_until[job.ref] = (now + RETRY_FAILED_AFTER_S, self._client.health.epoch)
             job.finish(final)
         elapsed = time.monotonic() - job.started_at if job.started_at else 0.0
         if final:

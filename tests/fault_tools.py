@@ -14,7 +14,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -295,13 +295,6 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def elapsed(action: Callable[[], object]) -> float:
-    """Seconds ``action`` took."""
-    started = time.monotonic()
-    action()
-    return time.monotonic() - started
 
 
 def partial_files(cachedir: Path) -> list[Path]:

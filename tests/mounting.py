@@ -7,10 +7,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 MOUNT_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
@@ -32,6 +36,32 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, inter
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(interval_s)
+
+
+def ends_within(call: Callable[[], T], timeout_s: float, what: str) -> T:
+    """``call()``'s result, run in a thread; AssertionError naming ``what`` if it has not ended
+    after ``timeout_s``. A guard against hangs only: give it a generous bound, it measures nothing.
+
+    The thread is a daemon: a call stuck in a FUSE request ends (ENOTCONN) once the mount's
+    context manager has stopped the daemon, and must not keep the test from getting there.
+    """
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as exc:  # handed to the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="ends-within", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise AssertionError(f"{what} still running after {timeout_s} s (a hang)")
+    if failure:
+        raise failure[0]
+    return outcome[0]
 
 
 def dicomfs_command(*args: str) -> list[str]:

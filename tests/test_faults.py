@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,8 +38,12 @@ from tests.pacs_servers import HOST, MoveDestination, OrthancServer, free_port
 
 pytestmark = pytest.mark.integration
 
-TIMEOUT_S = 3  # the mount's timeout: failures must surface within it (plus scheduling slack)
-SLACK_S = 4.0
+TIMEOUT_S = 3  # the mount's timeout
+#: Generous bound on a single test step: it only turns a hang into a failure, it measures nothing.
+HANG_GUARD_S = 300.0
+#: Listings in the thousands-of-listings test (each several C-FINDs), and the threads doing them.
+LISTINGS = 120
+LISTING_THREADS = 3
 
 
 @dataclass(frozen=True)
@@ -148,14 +151,17 @@ def read_everything_eventually(directory: Path, sources: dict[str, bytes], timeo
     wait_until(progress, timeout_s, f"{len(pending)} files to become readable", interval_s=0.2)
 
 
-def timed_read(path: Path) -> tuple[bytes | int, float]:
-    """The file's bytes or errno, and when the read ended."""
-    return read_or_errno(path), time.monotonic()
+def retrieval_failures(log: str, series: SeriesData) -> int:
+    """How many retrievals of ``series`` ended in failure (one log line each, retrieval.py)."""
+    lines = log.splitlines()
+    return sum(1 for line in lines if f"series {series.series_uid}: " in line and "arrived)" in line)
 
 
-def test_pacs_killed_mid_series(
+def test_pacs_killed_mid_series_and_restarted(
     pacs_up: OrthancServer, relay: ThrottledRelay, fault_data: FaultData, tmp_path: Path, move_target: int
 ) -> None:
+    """Killed while the series streams in: EIO for the rest, one failed retrieval, not one per
+    file. Restarted: as soon as dicomfs's check sees it answer, one pass re-reads every file."""
     sources = fault_data.big.sources()
     cachedir = tmp_path / "cache"
     with mounted(tmp_path / "mnt", options(pacs_up, cachedir, move_target)) as mount:
@@ -164,26 +170,38 @@ def test_pacs_killed_mid_series(
         assert set(names) == set(sources)
         relay.rate = 1_000_000  # 6.6 MB: several seconds
         with ThreadPoolExecutor(max_workers=4) as pool:
-            futures = [pool.submit(timed_read, directory / name) for name in names]
+            futures = [pool.submit(read_or_errno, directory / name) for name in names]
             wait_until(lambda: cached_count(cachedir) >= 10, 30, "the first instances to arrive")
             pacs_up.kill()
-            killed_at = time.monotonic()
-            results = dict(zip(names, (future.result(timeout=120) for future in futures), strict=True))
-        arrived = {name for name, (content, _t) in results.items() if isinstance(content, bytes)}
+            # Every read ends (EIO or bytes); the guard only turns a hang into a failure.
+            results = dict(
+                zip(names, (future.result(timeout=HANG_GUARD_S) for future in futures), strict=True)
+            )
+        arrived = {name for name, content in results.items() if isinstance(content, bytes)}
         failed = set(names) - arrived
         assert len(arrived) >= 10 and failed, (len(arrived), len(failed))
         for name in failed:
-            content, done_at = results[name]
-            assert content == errno.EIO, (name, content)
-            assert done_at - killed_at < TIMEOUT_S + SLACK_S, (
-                f"{name}: EIO only after {done_at - killed_at:.1f} s"
-            )
+            assert results[name] == errno.EIO, (name, results[name])
         for name in arrived:  # whole instances stay cached and correct while the PACS is down
-            assert_correct(name, results[name][0], sources)
+            assert_correct(name, results[name], sources)
             assert_correct(name, read_or_errno(directory / name), sources)
-        pacs_up.start()
+        log = mount.log_text()
+        # One retrieval failed; the readers of the other files failed at once (the PACS was down).
+        assert retrieval_failures(log, fault_data.big) == 1, log[-3000:]
+        assert log.count("requests fail at once until it answers") == 1, log[-3000:]
+        # ... and quietly: an error line for each reader that was waiting on the retrieval that
+        # failed (4 threads), not one per file.
+        errors = [line for line in log.splitlines() if " ERROR dicomfs.fs: " in line]
+        assert 1 <= len(errors) <= 4, errors
         relay.rate = 0
-        read_everything_eventually(directory, sources, timeout_s=30)
+        pacs_up.start()
+        # dicomfs re-checks a PACS that is down about once a second, in the background; the
+        # deadline only guards against a hang (before issue 8 the series failed fast for timeout s).
+        wait_until(lambda: "answers again" in mount.log_text(), HANG_GUARD_S, "dicomfs to see the PACS")
+        copy = tmp_path / "copy"
+        subprocess.run(["cp", "-r", str(directory), str(copy)], check=True, capture_output=True)
+        for name in sorted(sources):
+            assert_correct(name, (copy / name).read_bytes(), sources)
         assert "Traceback" not in mount.log_text()
     assert_cache_consistent(cachedir, fault_data)
 
@@ -324,6 +342,10 @@ def test_pacs_down_later_serves_the_cache(
             assert_correct(name, read_or_errno(cached_dir / name), cached)
         for name in sorted(uncached):
             assert read_or_errno(uncached_dir / name) == errno.EIO
+        # `ls -l` of an uncached series on a dead PACS: every file EIO, at most one retrieval tried.
+        listing = subprocess.run(["ls", "-l", str(uncached_dir)], capture_output=True, text=True)
+        assert listing.returncode != 0 and listing.stderr.count("Input/output error") == len(uncached)
+        assert retrieval_failures(mount.log_text(), uncached_series) <= 1, mount.log_text()[-3000:]
         pacs_up.start()
         read_everything_eventually(uncached_dir, uncached, timeout_s=15)
 
@@ -331,7 +353,10 @@ def test_pacs_down_later_serves_the_cache(
 def test_thousands_of_listings_are_all_complete(
     pacs_up: OrthancServer, fault_data: FaultData, tmp_path: Path, move_target: int
 ) -> None:
-    """ttl=0: every listing is a new C-FIND (one association each); none may lose a response."""
+    """ttl=0: every listing is a new C-FIND (one association each); none may lose a response.
+
+    A fixed number of listings, each one checked; the deadline only guards against a hang.
+    """
     with mounted(tmp_path / "mnt", options(pacs_up, tmp_path / "cache", move_target, ttl=0)) as mount:
         root = mount.mountpoint
         expected = {root: sorted(os.listdir(root))}
@@ -339,22 +364,23 @@ def test_thousands_of_listings_are_all_complete(
         for series in (fault_data.tiny, *fault_data.small):
             expected[series_dir(root, series)] = sorted(series.sources())
         directories = sorted(expected)
-        # Up to 2,000 listings, bounded in time. With ttl=0 one listdir of a series directory costs
-        # 4-15 C-FINDs (the kernel's lookups and readdir resolve the path from the root afresh), so
-        # even the 300 asserted below are well over a thousand associations.
-        deadline = time.monotonic() + 40
-        counts = [0, 0, 0]
+        # With ttl=0 every listdir resolves its path from the root afresh (the kernel's lookups and
+        # readdir): about 17 C-FINDs per listing, each on its own association. The 120 listings
+        # were 2,111 C-FINDs (counted once in the daemon's -d log): enough to have caught the lost
+        # C-FIND response of issue #4.
+        work = [directories[number % len(directories)] for number in range(LISTINGS)]
 
-        def loop(worker: int) -> None:
-            while sum(counts) < 2000 and time.monotonic() < deadline:
-                directory = directories[counts[worker] % len(directories)]
+        def list_all(worker: int) -> int:
+            done = 0
+            for directory in work[worker::LISTING_THREADS]:
                 assert sorted(os.listdir(directory)) == expected[directory], directory
-                counts[worker] += 1
+                done += 1
+            return done
 
-        with ThreadPoolExecutor(max_workers=len(counts)) as pool:
-            for future in [pool.submit(loop, worker) for worker in range(len(counts))]:
-                future.result()
-        assert sum(counts) >= 300, counts
+        with ThreadPoolExecutor(max_workers=LISTING_THREADS) as pool:
+            futures = [pool.submit(list_all, worker) for worker in range(LISTING_THREADS)]
+            done = [future.result(timeout=HANG_GUARD_S) for future in futures]
+        assert sum(done) == LISTINGS, done
         assert "Traceback" not in mount.log_text()
 
 
