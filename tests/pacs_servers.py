@@ -258,9 +258,16 @@ class DcmqrscpServer(_ServerProcess):
     name = "dcmqrscp"
 
     def __init__(
-        self, workdir: Path, ae_title: str = "DCMQRSCP", destinations: Sequence[MoveDestination] = ()
+        self,
+        workdir: Path,
+        ae_title: str = "DCMQRSCP",
+        destinations: Sequence[MoveDestination] = (),
+        incoming_profile: str = "",
     ) -> None:
+        """``incoming_profile``: a DCMTK association configuration (asconfig.txt format) whose
+        profile ``Incoming`` replaces ``--prefer-rle`` for associations we open (C-GET)."""
         super().__init__(workdir, ae_title, destinations)
+        self.incoming_profile = incoming_profile
         self.storage_dir = workdir / "storage"
         self.storage_dir.mkdir(parents=True, exist_ok=True)
         self.config_path = workdir / "dcmqrscp.cfg"
@@ -285,12 +292,18 @@ class DcmqrscpServer(_ServerProcess):
         )
 
     def _command(self) -> list[str]:
+        if self.incoming_profile:
+            profile_path = self.workdir / "association.cfg"
+            profile_path.write_text(self.incoming_profile, encoding="utf-8")
+            negotiation = ["--assoc-config-file", str(profile_path), "Incoming", "Outgoing"]
+        else:
+            negotiation = ["--prefer-rle"]  # incoming (our C-GET): accept RLE next to uncompressed
         return [
             "dcmqrscp",
             "--config",
             str(self.config_path),
             "--disable-host-lookup",
-            "--prefer-rle",  # incoming (our C-GET): accept RLE contexts next to uncompressed ones
+            *negotiation,
             "--override-charset",
             "--convert-to-utf8",
         ]

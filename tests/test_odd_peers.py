@@ -1,0 +1,202 @@
+"""Series a PACS cannot convert: legacy JPEG syntaxes and private SOP classes, through a real mount.
+
+dcmqrscp sends an instance only as stored, over the first context accepted for its class, and its
+C-FIND never returns SOPClassUID. Here it holds CT series in JPEG Lossless Process 14 (.4.57),
+JPEG Extended 12-bit (.4.51) and JPEG Lossless SV1 (.4.70), and a series mixing a CT image with a
+Siemens CSA Non-Image object (private class). Its association profile accepts those syntaxes and
+classes for our C-GET (with our SCP role); its C-MOVE proposes uncompressed syntaxes only, so with
+``retrieve=move`` the JPEG series need the C-GET fallback. Orthanc holds the CT + CSA series too:
+it does return SOPClassUID, so dicomfs learns the classes. Every copy must equal the source byte
+for byte (data set and transfer syntax): dicomfs never transcodes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from tests.conftest import DICOMFS_AET
+from tests.mounting import Mount, mount_options, mounted
+from tests.odd_objects import (
+    JPEG_EXTENDED_12BIT,
+    JPEG_PROCESS_14,
+    SIEMENS_CSA_NON_IMAGE,
+    OddSeries,
+    csa_series,
+    dataset_bytes,
+    legacy_jpeg_series,
+)
+from tests.pacs_servers import DcmqrscpServer, MoveDestination, OrthancServer, free_port
+
+pytestmark = pytest.mark.integration
+
+JPEG_LOSSLESS_SV1 = "1.2.840.10008.1.2.4.70"
+
+# DCMTK association profile (dcmnet/docs/asconfig.txt): what dcmqrscp accepts when we C-GET.
+DCMQRSCP_PROFILE = rf"""
+[[TransferSyntaxes]]
+[Stored]
+TransferSyntax1 = {JPEG_PROCESS_14}
+TransferSyntax2 = {JPEG_EXTENDED_12BIT}
+TransferSyntax3 = {JPEG_LOSSLESS_SV1}
+TransferSyntax4 = 1.2.840.10008.1.2.1
+TransferSyntax5 = 1.2.840.10008.1.2
+[Uncompressed]
+TransferSyntax1 = 1.2.840.10008.1.2.1
+TransferSyntax2 = 1.2.840.10008.1.2
+
+[[PresentationContexts]]
+[Incoming]
+PresentationContext1 = CTImageStorage\Stored
+PresentationContext2 = {SIEMENS_CSA_NON_IMAGE}\Uncompressed
+[Outgoing]
+PresentationContext1 = CTImageStorage\Uncompressed
+
+[[SCPSCURoleSelection]]
+[GetRoles]
+Role1 = CTImageStorage\BOTH
+Role2 = {SIEMENS_CSA_NON_IMAGE}\BOTH
+
+[[Profiles]]
+[Incoming]
+PresentationContexts = Incoming
+SCPSCURoleSelection = GetRoles
+[Outgoing]
+PresentationContexts = Outgoing
+"""
+
+
+@pytest.fixture(scope="module")
+def odd_series(tmp_path_factory: pytest.TempPathFactory) -> dict[str, OddSeries]:
+    folder = tmp_path_factory.mktemp("odd")
+    return {
+        "4.57": legacy_jpeg_series(folder, JPEG_PROCESS_14, 1),
+        "4.51": legacy_jpeg_series(folder, JPEG_EXTENDED_12BIT, 2),
+        "4.70": legacy_jpeg_series(folder, JPEG_LOSSLESS_SV1, 3),
+        "csa": csa_series(folder, 4),
+    }
+
+
+@pytest.fixture(scope="module")
+def storage_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def odd_dcmqrscp(
+    tmp_path_factory: pytest.TempPathFactory, odd_series: dict[str, OddSeries], storage_port: int
+) -> Iterator[DcmqrscpServer]:
+    server = DcmqrscpServer(
+        tmp_path_factory.mktemp("odd-dcmqrscp"),
+        destinations=[MoveDestination(DICOMFS_AET, "127.0.0.1", storage_port)],
+        incoming_profile=DCMQRSCP_PROFILE,
+    )
+    server.load([path for series in odd_series.values() for path in series.files])
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def odd_orthanc(
+    tmp_path_factory: pytest.TempPathFactory, odd_series: dict[str, OddSeries], storage_port: int
+) -> Iterator[OrthancServer]:
+    server = OrthancServer(
+        tmp_path_factory.mktemp("odd-orthanc"),
+        destinations=[MoveDestination(DICOMFS_AET, "127.0.0.1", storage_port)],
+    )
+    with server:
+        server.load(odd_series["csa"].files)  # Orthanc refuses nothing: an answer other than Success raises
+        yield server
+
+
+@contextlib.contextmanager
+def mount_of(
+    pacs: DcmqrscpServer | OrthancServer, tmp_path: Path, port: int, retrieve: str
+) -> Iterator[Mount]:
+    options = mount_options(
+        serveraddress=pacs.host,
+        serverport=pacs.port,
+        aec=pacs.ae_title,
+        aet=DICOMFS_AET,
+        localport=port,
+        localaddress="127.0.0.1",
+        cachedir=tmp_path / "cache",
+        timeout=10,
+        retrieve=retrieve,
+    )
+    with mounted(tmp_path / "mnt", options) as handle:
+        yield handle
+
+
+def series_dir(mount: Mount, series: OddSeries) -> Path:
+    # dcmqrscp returns no SeriesDescription: the directory is "<number> CT" there.
+    prefix = f"{series.number:03d} "
+    matches = [path for path in mount.mountpoint.glob("*/*/*") if path.name.startswith(prefix)]
+    assert len(matches) == 1, f"{series.description}: {matches}"
+    return matches[0]
+
+
+def assert_copied_exactly(mount: Mount, series: OddSeries, tmp_path: Path) -> None:
+    """``cp -r`` of the series: every file has the source's transfer syntax and data set bytes."""
+    target = tmp_path / f"copy-{series.uid}"
+    result = subprocess.run(
+        ["cp", "-r", str(series_dir(mount, series)), str(target)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, f"cp failed: {result.stderr}\n{mount.log_text()[-3000:]}"
+    copies = sorted(target.glob("*.dcm"))
+    assert len(copies) == len(series.files)
+    sources = {str(pydicom.dcmread(path).SOPInstanceUID): path for path in series.files}
+    for copy in copies:
+        got = pydicom.dcmread(copy, stop_before_pixels=True)
+        source = sources.pop(str(got.SOPInstanceUID))
+        want = pydicom.dcmread(source, stop_before_pixels=True)
+        assert got.file_meta.TransferSyntaxUID == want.file_meta.TransferSyntaxUID, copy
+        assert got.SOPClassUID == want.SOPClassUID
+        assert dataset_bytes(copy) == dataset_bytes(source), copy
+    assert not sources
+
+
+@pytest.mark.parametrize("retrieve", ["move", "get"])
+@pytest.mark.parametrize("key", ["4.57", "4.51", "4.70"])
+def test_legacy_jpeg_series_arrive_as_stored_from_dcmqrscp(
+    odd_dcmqrscp: DcmqrscpServer,
+    odd_series: dict[str, OddSeries],
+    storage_port: int,
+    tmp_path: Path,
+    retrieve: str,
+    key: str,
+) -> None:
+    with mount_of(odd_dcmqrscp, tmp_path, storage_port, retrieve) as mount:
+        assert_copied_exactly(mount, odd_series[key], tmp_path)
+
+
+@pytest.mark.parametrize("retrieve", ["move", "get"])
+def test_private_class_beside_an_image_arrives_from_dcmqrscp(
+    odd_dcmqrscp: DcmqrscpServer,
+    odd_series: dict[str, OddSeries],
+    storage_port: int,
+    tmp_path: Path,
+    retrieve: str,
+) -> None:
+    with mount_of(odd_dcmqrscp, tmp_path, storage_port, retrieve) as mount:
+        assert_copied_exactly(mount, odd_series["csa"], tmp_path)
+
+
+@pytest.mark.parametrize("retrieve", ["move", "get"])
+def test_private_class_beside_an_image_arrives_from_orthanc(
+    odd_orthanc: OrthancServer,
+    odd_series: dict[str, OddSeries],
+    storage_port: int,
+    tmp_path: Path,
+    retrieve: str,
+) -> None:
+    with mount_of(odd_orthanc, tmp_path, storage_port, retrieve) as mount:
+        assert_copied_exactly(mount, odd_series["csa"], tmp_path)
+        if retrieve == "get":
+            # Orthanc says which classes the series holds: dicomfs learned them from C-FIND.
+            assert f"holds SOP classes 1.2.840.10008.5.1.4.1.1.2, {SIEMENS_CSA_NON_IMAGE}" in mount.log_text()
