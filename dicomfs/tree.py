@@ -253,6 +253,10 @@ class Tree:
 
     # -- instances ----------------------------------------------------------------------------
 
+    def cached_size(self, entry: Entry) -> int | None:
+        """The instance file's size if it is cached, else None; never retrieves."""
+        return self._store.size_of(entry.sop_uid)
+
     def instance_size(self, entry: Entry) -> int:
         """The exact size of an instance file: from the cache, or by retrieving its series."""
         size = self._store.size_of(entry.sop_uid)
