@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, _config, build_role, evt
 
@@ -92,19 +91,6 @@ class RetrieveOutcome:
     warning: int
     #: C-GET: the storage (SOP class, transfer syntax) pairs the PACS accepted (PS3.8 9.3.3.2).
     accepted: tuple[tuple[str, str], ...] = ()
-    #: The Failed SOP Instance UID List of the final response, when the PACS gives one (PS3.4 C.4.3.1.3.1).
-    failed_uids: tuple[str, ...] = ()
-
-
-def _failed_uids(identifier: Dataset | None) -> tuple[str, ...]:
-    """The Failed SOP Instance UID List (0008,0058) of a final C-MOVE/C-GET response, if any."""
-    if identifier is None:
-        return ()
-    value = identifier.get("FailedSOPInstanceUIDList", None)
-    if value is None or value == "":
-        return ()
-    values = list(value) if isinstance(value, MultiValue | list) else [value]
-    return tuple(str(uid) for uid in values if str(uid))
 
 
 def _take_scp_role(accepted_storage: Sequence[Any]) -> None:
@@ -292,12 +278,10 @@ class PacsClient:
     def _collect(responses: Iterator[tuple[Dataset, Dataset | None]], service: str) -> RetrieveOutcome:
         """Drain C-MOVE/C-GET responses to the final one (PS3.4 C.4.2.1.4)."""
         final: Dataset | None = None
-        failed_uids: tuple[str, ...] = ()
-        for status, identifier in responses:
+        for status, _identifier in responses:
             code = _status_of(status)
             if code not in STATUS_PENDING:
                 final = status
-                failed_uids = _failed_uids(identifier)
                 break
         if final is None:
             raise PacsError(f"{service} ended without a final response")
@@ -306,7 +290,6 @@ class PacsClient:
             completed=int(final.get("NumberOfCompletedSuboperations", 0) or 0),
             failed=int(final.get("NumberOfFailedSuboperations", 0) or 0),
             warning=int(final.get("NumberOfWarningSuboperations", 0) or 0),
-            failed_uids=failed_uids,
         )
         LOGGER.debug("%s final status 0x%04X: %s", service, outcome.status, outcome)
         return outcome
