@@ -263,11 +263,14 @@ class DcmqrscpServer(_ServerProcess):
         ae_title: str = "DCMQRSCP",
         destinations: Sequence[MoveDestination] = (),
         incoming_profile: str = "",
+        verbose: bool = False,
     ) -> None:
         """``incoming_profile``: a DCMTK association configuration (asconfig.txt format) whose
-        profile ``Incoming`` replaces ``--prefer-rle`` for associations we open (C-GET)."""
+        profile ``Incoming`` replaces ``--prefer-rle`` for associations we open (C-GET).
+        ``verbose``: log every request received ("Received Get SCP", ...) to ``log_path``."""
         super().__init__(workdir, ae_title, destinations)
         self.incoming_profile = incoming_profile
+        self.verbose = verbose
         self.storage_dir = workdir / "storage"
         self.storage_dir.mkdir(parents=True, exist_ok=True)
         self.config_path = workdir / "dcmqrscp.cfg"
@@ -304,9 +307,15 @@ class DcmqrscpServer(_ServerProcess):
             str(self.config_path),
             "--disable-host-lookup",
             *negotiation,
+            *(["--verbose"] if self.verbose else []),
             "--override-charset",
             "--convert-to-utf8",
         ]
+
+    def requests_seen(self, service: str) -> int:
+        """How many C-GET/C-MOVE/C-FIND requests (``service`` "Get", "Move", "Find") the log shows
+        so far; needs ``verbose``."""
+        return self.log_path.read_text(errors="replace").count(f"Received {service} SCP")
 
     def load(self, files: Sequence[Path]) -> None:
         """Copy the files into the storage area and register them with dcmqridx."""
