@@ -66,6 +66,9 @@ RARE: tuple[str, ...] = tuple(
     and not uid.startswith(_NOT_STORED)
 )
 COMPRESSED: tuple[str, ...] = COMMON_COMPRESSED + RARE
+#: The compressed syntaxes of the fallback offer, one context each per compressible class: the
+#: common ones but JPEG-LS near-lossless, so that twelve classes leave room for others.
+FALLBACK_COMPRESSED: tuple[str, ...] = tuple(s for s in COMMON_COMPRESSED if s != JPEGLSNearLossless)
 #: Every transfer syntax an instance may be stored in (PS3.5 Annex A).
 TRANSFER_SYNTAXES: tuple[str, ...] = UNCOMPRESSED + COMPRESSED
 
@@ -105,13 +108,15 @@ PREFERRED_OTHER_CLASSES: tuple[str, ...] = tuple(
         "77.1.4", "66",
     )
 )  # fmt: skip
-#: Every storage class we can name: the common ones, the private ones, then the rest of pynetdicom's.
+#: Every storage class we can name, in the order offers take them: the compressible ones, the
+#: known private ones (three contexts; standard classes are the PACS's to convert, these are not
+#: always), the other common ones, then the rest of pynetdicom's.
 STORAGE_SOP_CLASSES: tuple[str, ...] = tuple(
     dict.fromkeys(
         (
             *COMPRESSIBLE_CLASSES,
-            *PREFERRED_OTHER_CLASSES,
             *PRIVATE_STORAGE_CLASSES,
+            *PREFERRED_OTHER_CLASSES,
             *_STORAGE_CLASSES.values(),
         )
     )
@@ -162,24 +167,34 @@ def exact_contexts(sop_classes: Sequence[str], room: int, lead: str = "") -> Con
     return sorted(contexts, key=lambda pair: (order[pair[0]], rank[pair]))
 
 
-def fallback_contexts(room: int, lead: str = "", exclude: Iterable[str] = ()) -> Contexts:
-    """The offer for a series whose classes are unknown, at most ``room`` contexts.
+def likely_contexts(sop_classes: Sequence[str], room: int) -> Contexts:
+    """Each likely syntax of each class (uncompressed, common compressed) in its own context."""
+    likely = set(UNCOMPRESSED + COMMON_COMPRESSED)
+    contexts: Contexts = [
+        (uid, (syntax,))
+        for uid in dict.fromkeys(sop_classes)
+        for syntax in syntaxes_for(uid)
+        if syntax in likely
+    ]
+    return contexts[:room]
 
-    The compressible classes get ``lead`` (if any), the uncompressed syntaxes in one context and
-    each common compressed syntax in its own; the other common classes share one context each
-    with every syntax (the PACS picks, and may convert). Classes in ``exclude`` are left out.
+
+def fallback_contexts(room: int, exclude: Iterable[str] = ()) -> Contexts:
+    """The offer for classes not known to be in the series, at most ``room`` contexts.
+
+    The compressible classes get the uncompressed syntaxes in one context and each syntax of
+    ``FALLBACK_COMPRESSED`` in its own (a PACS that cannot convert needs the stored syntax's
+    own context); the other classes share one context each (the PACS picks, and may convert).
+    Classes in ``exclude`` are left out.
     """
     skip = set(exclude)
     contexts: Contexts = []
     for uid in COMPRESSIBLE_CLASSES:
-        if uid in skip:
-            continue
-        compressed = [(uid, (syntax,)) for syntax in COMMON_COMPRESSED if syntax != lead]
-        first = [(uid, (lead,))] if lead and lead not in UNCOMPRESSED else []
-        contexts += [*first, (uid, UNCOMPRESSED), *compressed]
+        if uid not in skip:
+            contexts += [(uid, UNCOMPRESSED), *((uid, (syntax,)) for syntax in FALLBACK_COMPRESSED)]
     offered = {uid for uid, _ in contexts} | skip
-    # Not all of TRANSFER_SYNTAXES: a hundred contexts of fifty syntaxes each would make a
-    # 130 kB A-ASSOCIATE-RQ.
+    # Not all of TRANSFER_SYNTAXES in shared contexts: a hundred contexts of fifty syntaxes
+    # each would make a 130 kB A-ASSOCIATE-RQ.
     shared = UNCOMPRESSED + COMMON_COMPRESSED
     for uid in STORAGE_SOP_CLASSES:
         if uid not in offered:
@@ -188,14 +203,16 @@ def fallback_contexts(room: int, lead: str = "", exclude: Iterable[str] = ()) ->
     return contexts[:room]
 
 
-def storage_contexts(sop_classes: Sequence[str], room: int, lead: str = "") -> Contexts:
-    """The first offer for a series: its known classes exactly, the rest of ``room`` as a fallback.
+def storage_contexts(sop_classes: Sequence[str], room: int) -> Contexts:
+    """The first offer for a series: its known classes' likely syntaxes each in its own context,
+    the rest of ``room`` as a fallback.
 
     ``sop_classes`` may be those of a few instances only ([] = unknown): instances of other
-    classes still find a context in the fallback part.
+    classes still find a context in the fallback part. The rare syntaxes come only when
+    sub-operations failed (``exact_contexts``).
     """
-    exact = exact_contexts(sop_classes, room, lead)
-    return exact + fallback_contexts(room - len(exact), lead, exclude=sop_classes)
+    likely = likely_contexts(sop_classes, room)
+    return likely + fallback_contexts(room - len(likely), exclude=sop_classes)
 
 
 def discovery_contexts(offered: Iterable[str], room: int) -> Contexts:

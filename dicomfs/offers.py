@@ -6,8 +6,8 @@ transfer syntax is the stored one - and it takes the *first* context accepted fo
 when sub-operations fail, the next C-GET offers, in this order:
 
 1. **the series' classes exactly**, one context per (class, syntax), every stored syntax of
-   PS3.5 Annex A: as soon as a class is known that no exact offer covered (the PACS's IMAGE-level
-   C-FIND answers with SOPClassUID);
+   PS3.5 Annex A (the first offer has only the likely ones): as soon as a class is known that
+   no exact offer covered (the PACS's IMAGE-level C-FIND answers with SOPClassUID);
 2. **each compressed syntax the PACS accepted, first**, one per offer ("lead"): for a PACS that
    sends a class over its first accepted context, one of these is the stored syntax;
 3. when the PACS does not say which classes the series holds (dcmqrscp returns no SOPClassUID),
@@ -59,9 +59,8 @@ class OfferPlanner:
         return list(self._classes)
 
     def first(self) -> Offer:
-        """The first offer: the known classes exactly, then the fallback offer for the rest."""
+        """The first offer: the known classes' likely syntaxes, then the fallback for the rest."""
         contexts = storage_contexts(self._classes, self._room)
-        self._exact.update(self._classes)
         why = "the known SOP classes, then common ones" if self._classes else "common SOP classes"
         return self._note(Offer(contexts, why))
 

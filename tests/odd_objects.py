@@ -23,6 +23,9 @@ from dicomfs.samples import deterministic_uid, make_instance
 
 #: Siemens CSA Non-Image Storage, a private SOP class (Siemens conformance statements).
 SIEMENS_CSA_NON_IMAGE = "1.3.12.2.1107.5.9.1"
+#: A private SOP class nobody knows (made up under pydicom's UID root, for these tests only):
+#: dicomfs can only learn it from the PACS.
+UNKNOWN_PRIVATE_CLASS = "1.2.826.0.1.3680043.8.498.1.7.1"
 JPEG_PROCESS_14 = "1.2.840.10008.1.2.4.57"
 JPEG_EXTENDED_12BIT = "1.2.840.10008.1.2.4.51"
 
@@ -76,17 +79,18 @@ def legacy_jpeg_series(folder: Path, syntax: str, series_number: int, count: int
     return OddSeries(str(ds.SeriesInstanceUID), series_number, description, tuple(files))
 
 
-def csa_series(folder: Path, series_number: int) -> OddSeries:
-    """One CT image (instance 1) and one Siemens CSA Non-Image object (instance 2) in one series."""
-    key = "csa"
-    description = "CT with CSA"
+def csa_series(folder: Path, series_number: int, sop_class: str = SIEMENS_CSA_NON_IMAGE) -> OddSeries:
+    """One CT image (instance 1) and one non-image object of a private class (instance 2, a
+    Siemens CSA Non-Image object unless ``sop_class`` says otherwise) in one series."""
+    key = f"private-{sop_class}"
+    description = "CT with CSA" if sop_class == SIEMENS_CSA_NON_IMAGE else "CT with private"
     image = _instance(key, 1, series_number, description)
-    image_path = folder / "csa-1.dcm"
+    image_path = folder / f"{key}-1.dcm"
     image.save_as(image_path, enforce_file_format=True)
 
     template = _instance(key, 2, series_number, description)
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(SIEMENS_CSA_NON_IMAGE)
+    meta.MediaStorageSOPClassUID = UID(sop_class)
     meta.MediaStorageSOPInstanceUID = template.SOPInstanceUID
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
@@ -97,13 +101,13 @@ def csa_series(folder: Path, series_number: int) -> OddSeries:
         "SeriesNumber", "SeriesDescription", "Modality", "InstanceNumber", "SOPInstanceUID",
     ):  # fmt: skip
         setattr(csa, keyword, getattr(template, keyword))
-    csa.SOPClassUID = UID(SIEMENS_CSA_NON_IMAGE)
+    csa.SOPClassUID = UID(sop_class)
     csa.ImageType = ["ORIGINAL", "PRIMARY", "SPECTROSCOPY"]
     # The CSA header lives in Siemens' private group 0029 (creator "SIEMENS CSA NON-IMAGE").
     block = csa.private_block(0x0029, "SIEMENS CSA NON-IMAGE", create=True)
     block.add_new(0x08, "CS", "SPEC NUM 4")
     block.add_new(0x10, "OB", b"SV10\x04\x03\x02\x01" + bytes(range(56)))
-    csa_path = folder / "csa-2.dcm"
+    csa_path = folder / f"{key}-2.dcm"
     csa.save_as(csa_path, enforce_file_format=True)
     return OddSeries(str(image.SeriesInstanceUID), series_number, description, (image_path, csa_path))
 
