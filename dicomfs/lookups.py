@@ -85,7 +85,7 @@ def libfuse_version(text: str) -> tuple[int, ...]:
 
 
 def ask_parallel_dirops(conn: Any, config: Any, version: tuple[int, ...]) -> bool:
-    """In FUSE init: want FUSE_CAP_PARALLEL_DIROPS; True if the kernel will get it.
+    """In FUSE init: want FUSE_CAP_PARALLEL_DIROPS; True if LOOKUP may wait (the kernel gets it).
 
     Otherwise (libfuse ``version`` < 3.17.1 never sends it) the attribute timeout becomes 0 and
     AUTO_INVAL_DATA is dropped, so that LOOKUP may answer uncached instances at once (see the
@@ -96,10 +96,11 @@ def ask_parallel_dirops(conn: Any, config: Any, version: tuple[int, ...]) -> boo
         conn.want |= FUSE_CAP_PARALLEL_DIROPS
         if version >= PARALLEL_DIROPS_SINCE:
             return True
+    if config is None:  # FUSE 2: the attribute timeout cannot change here, so LOOKUP must wait
+        return True
     # Instances never change: no need to ask for their attributes on every read().
     conn.want &= ~FUSE_CAP_AUTO_INVAL_DATA
-    if config is not None:
-        config.attr_timeout = 0.0
+    config.attr_timeout = 0.0
     LOGGER.info(
         "libfuse %s does not ask for parallel directory operations: attributes are not cached",
         ".".join(map(str, version)) or "(version unknown)",

@@ -54,10 +54,6 @@ class OfferPlanner:
         self._accepted: dict[str, list[str]] = {}  # class -> syntaxes the PACS accepted
         self._led: set[str] = set()  # lead syntaxes tried
 
-    @property
-    def classes(self) -> list[str]:
-        return list(self._classes)
-
     def first(self) -> Offer:
         """The first offer: the known classes' likely syntaxes, then the fallback for the rest."""
         contexts = storage_contexts(self._classes, self._room)

@@ -350,7 +350,7 @@ class RetrievalScheduler:
             if error is None or not outcome.failed:
                 return error
             planner.note_accepted(outcome.accepted)
-            if not learned:  # once: which classes does the series hold? (PS3.4 C.6.1.1.5)
+            if not learned:  # once: which classes does the series hold?
                 learned = True
                 planner.learn_classes(self._series_sop_classes(job))
             offer = planner.next()
@@ -400,7 +400,8 @@ class RetrievalScheduler:
     def _series_sop_classes(self, job: SeriesJob) -> list[str]:
         """Every SOP class the PACS says the series holds (IMAGE-level C-FIND); [] if it does not say.
 
-        Only after failed sub-operations: it may cost the PACS a file read per instance. dcmqrscp
+        SOPClassUID is an optional key at the IMAGE level (PS3.4 C.6.1.1.5): a PACS may ignore
+        it. Only after failed sub-operations: it may cost the PACS a file read per instance. dcmqrscp
         never returns SOPClassUID; ``OfferPlanner`` then offers further classes instead.
         """
         classes = self._probe_sop_class(job.ref, "")

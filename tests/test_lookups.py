@@ -59,3 +59,8 @@ def test_init_asks_for_parallel_dirops_or_stops_caching_attributes(
 
 def test_the_loaded_libfuse_has_a_version() -> None:
     assert loaded_libfuse_version()[:1] == (3,)
+
+
+def test_without_a_configuration_to_change_lookups_keep_waiting() -> None:
+    conn = SimpleNamespace(capable=0, want=0)
+    assert ask_parallel_dirops(conn, None, (2, 9)) is True  # FUSE 2: no fuse_config
