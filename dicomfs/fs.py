@@ -6,6 +6,7 @@ read-only, so every modifying call answers EROFS (the mount is also ``ro`` for t
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import functools
 import logging
@@ -19,6 +20,7 @@ import mfusepy
 from dicomfs.errorlog import OncePerCause
 from dicomfs.errors import FailedFast, NotFound, PacsError, RetrievalFailed, StorageFull
 from dicomfs.fdreply import reply_with_fd
+from dicomfs.lookups import SeenPaths, ask_parallel_dirops, libfuse_version
 from dicomfs.tree import INSTANCE, Entry, Tree
 
 LOGGER = logging.getLogger(__name__)
@@ -82,6 +84,15 @@ def translate_errors(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def loaded_libfuse_version() -> tuple[int, ...]:
+    """The version of the libfuse mfusepy loaded ("3.14.0" -> (3, 14, 0)); () if it does not say."""
+    version_of = getattr(mfusepy._libfuse, "fuse_pkgversion", None)  # libfuse 3 exports it
+    if version_of is None:
+        return ()
+    version_of.restype = ctypes.c_char_p
+    return libfuse_version(version_of().decode("ascii", "replace"))
+
+
 def _read_only(*_args: Any) -> Any:
     raise mfusepy.FuseOSError(errno.EROFS)
 
@@ -95,10 +106,16 @@ class DicomFS(mfusepy.Operations):
         self._services = services
         self._uid = os.getuid()
         self._gid = os.getgid()
+        # Without FUSE_PARALLEL_DIROPS, LOOKUPs answer uncached instances at once (dicomfs.lookups).
+        self.lookups_wait = True
+        self._seen = SeenPaths()
 
     # -- lifecycle: threads start after libfuse has daemonized ---------------------------------
 
-    def init(self, path: str) -> None:
+    def init_with_config(self, conn: Any, config: Any) -> None:
+        """Ask for parallel directory operations, or keep LOOKUP from waiting (dicomfs.lookups)."""
+        if conn is not None:
+            self.lookups_wait = ask_parallel_dirops(conn, config, loaded_libfuse_version())
         self._services.start()
 
     def destroy(self, path: str) -> None:
@@ -129,9 +146,18 @@ class DicomFS(mfusepy.Operations):
     @translate_errors
     def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
         entry = self._resolve(path)
-        if entry is not None and entry.kind == INSTANCE:
-            return self._stat(entry, self._services.tree.instance_size(entry))
-        return self._stat(entry)
+        if entry is None or entry.kind != INSTANCE:
+            return self._stat(entry)
+        tree = self._services.tree
+        size = tree.cached_size(entry)
+        if size is None:
+            if not self.lookups_wait and fh is None and self._seen.first_sight(path):
+                # A LOOKUP: answered at once; the kernel asks again before anyone sees this size.
+                return self._stat(entry, 0)
+            size = tree.instance_size(entry)
+        elif not self.lookups_wait:
+            self._seen.first_sight(path)
+        return self._stat(entry, size)
 
     @translate_errors
     def readdir(self, path: str, fh: int) -> list[Any]:

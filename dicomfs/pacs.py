@@ -22,6 +22,7 @@ lowered to what it accepted (logged once).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -36,7 +37,7 @@ from pynetdicom import AE, _config, build_role, evt
 
 from dicomfs.errors import PacsError, QueryRefused
 from dicomfs.health import PacsHealth
-from dicomfs.negotiation import MAX_CONTEXTS, get_storage_contexts
+from dicomfs.negotiation import MAX_CONTEXTS
 from dicomfs.tuning import MAX_RECEIVE_PDU, install, tune_socket
 
 LOGGER = logging.getLogger(__name__)
@@ -103,6 +104,22 @@ class RetrieveOutcome:
     completed: int
     failed: int
     warning: int
+    #: C-GET: the storage (SOP class, transfer syntax) pairs the PACS accepted (PS3.8 9.3.3.2).
+    accepted: tuple[tuple[str, str], ...] = ()
+
+
+def _take_scp_role(accepted_storage: Sequence[Any]) -> None:
+    """Act as storage SCP on every accepted storage context of our C-GET, role granted or not.
+
+    We propose the SCP role for each class (PS3.7 D.3.3.4). Orthanc 1.10 accepts contexts of
+    classes it does not know (private ones, with ``UnknownSopClassAccepted``) without answering
+    that proposal, so the default roles apply and pynetdicom refuses the C-STOREs Orthanc then
+    sends over them (0x0122): the object it was asked for is lost. Its sending them is answer
+    enough. pynetdicom keeps the negotiated role in ``PresentationContext._as_scp``.
+    """
+    for context in accepted_storage:
+        if not context.as_scp:
+            context._as_scp = True
 
 
 class AssociationsBusy(PacsError):
@@ -405,24 +422,29 @@ class PacsClient:
         self,
         identifier: Dataset,
         on_store: Callable[[evt.Event], int],
-        sop_classes: Sequence[str] = (),
-        compressed_first: bool = False,
+        storage_contexts: Sequence[tuple[str, Sequence[str]]],
     ) -> RetrieveOutcome:
         """C-GET: the PACS sends C-STOREs on this same association, to ``on_store``.
 
-        ``sop_classes`` (the series', or [] when unknown) and ``compressed_first`` choose the
-        storage contexts offered: see ``negotiation.get_storage_contexts``.
+        ``storage_contexts`` are (SOP class, transfer syntaxes) pairs, at most ``MAX_CONTEXTS - 1``
+        (see ``negotiation``); we take the SCP role for each class. The outcome says which pairs
+        the PACS accepted.
         """
         model = _MODELS[self.model]["get"]
         uncompressed = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
         contexts: list[tuple[str, Sequence[str]]] = [(model, uncompressed)]
-        contexts += get_storage_contexts(sop_classes, MAX_CONTEXTS - 1, compressed_first)
+        contexts += list(storage_contexts)[: MAX_CONTEXTS - 1]
         classes = list(dict.fromkeys(uid for uid, _ in contexts[1:]))
-        # PS3.4 C.4.3.1.3: the C-GET SCU must take the SCP role for the storage classes.
+        # PS3.4 C.4.3.1.3 and PS3.7 D.3.3.4: the C-GET SCU must take the SCP role for the storage
+        # classes, or the PACS may not send C-STOREs over them.
         roles = [build_role(uid, scp_role=True) for uid in classes]
         handlers = [(evt.EVT_C_STORE, on_store)]
         with self._association(contexts, roles=roles, handlers=handlers) as assoc:
-            return self._collect(assoc.send_c_get(identifier, model), "C-GET")
+            storage = [cx for cx in assoc.accepted_contexts if str(cx.abstract_syntax) != model]
+            _take_scp_role(storage)
+            accepted = tuple((str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in storage)
+            outcome = self._collect(assoc.send_c_get(identifier, model), "C-GET")
+        return dataclasses.replace(outcome, accepted=accepted)
 
     @staticmethod
     def _collect(responses: Iterator[tuple[Dataset, Dataset | None]], service: str) -> RetrieveOutcome:

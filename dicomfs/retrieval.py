@@ -28,6 +28,7 @@ from pydicom.dataset import Dataset
 from dicomfs.cache import InstanceStore
 from dicomfs.errors import FailedFast, PacsError, RetrievalFailed
 from dicomfs.model import InstanceKey
+from dicomfs.offers import Offer, OfferPlanner
 from dicomfs.pacs import STATUS_SUCCESS, PacsClient, RetrieveOutcome
 from dicomfs.storescp import InstanceReceiver
 
@@ -52,6 +53,9 @@ PRIORITY_HURRIED, PRIORITY_PART = 0, 1
 RETRY_FAILED_AFTER_S = 1.0
 #: Bound of the table of recently failed series.
 MAX_FAILED_SERIES = 1024
+#: C-GETs one part may take after failed sub-operations: the planner rarely has more than four
+#: offers (classes exactly, two or three accepted compressed syntaxes, further classes).
+MAX_GET_ROUNDS = 8
 
 
 @dataclass(frozen=True)
@@ -333,51 +337,66 @@ class RetrievalScheduler:
     def _attempt_all(self, job: SeriesJob, sop_uids: tuple[str, ...]) -> str | None:
         """Retrieve a part, and when sub-operations failed, try the next way; the error or None.
 
-        A PACS that cannot convert (dcmqrscp) fails every sub-operation whose stored transfer
-        syntax is not that of the context it picked: C-MOVE uses the syntaxes it proposes, and its
-        C-GET takes the first context accepted for the SOP class. So after failed sub-operations
-        come C-GET with uncompressed syntaxes offered first, then with compressed ones first.
+        C-MOVE (with ``retrieve=move``) leaves the transfer syntax to the PACS, and a PACS that
+        cannot convert (dcmqrscp) fails every sub-operation whose stored syntax it did not propose.
+        C-GET lets us offer the contexts; after failed sub-operations come further C-GETs of the
+        missing instances, each offering what ``offers.OfferPlanner`` learned: the series' classes
+        exactly, then each accepted compressed syntax first, then further classes.
         """
-        attempts = [("get", False), ("get", True)]
-        if self._method == "move":
-            attempts.insert(0, ("move", False))
         wanted = sop_uids or job.order
         error: str | None = None
-        for number, (service, compressed_first) in enumerate(attempts):
-            if number:
-                order = "compressed" if compressed_first else "uncompressed"
-                LOGGER.warning(
-                    "series %s: %s; trying C-GET, %s syntaxes first", job.ref.series_uid, error, order
-                )
+        if self._method == "move":
             try:
-                outcome = self._retrieve(job, sop_uids, service, compressed_first)
-                if (
-                    sop_uids
-                    and len(sop_uids) > 1
-                    and not (outcome.completed or outcome.failed or outcome.warning)
-                ):
-                    # The PACS matched nothing: it does not do list-of-UID matching. Whole series.
-                    LOGGER.info(
-                        "series %s: UID-list retrieval matched nothing; whole series", job.ref.series_uid
-                    )
-                    outcome = self._retrieve(job, (), service, compressed_first)
+                outcome = self._retrieve(job, sop_uids, None)
+            except PacsError as exc:
+                return str(exc)
+            error = self._judge(job, wanted, outcome)
+            if error is None or not outcome.failed:
+                return error
+        planner = OfferPlanner(self._sop_classes(job))
+        offer: Offer | None = planner.first()
+        learned = warned = False
+        for _round in range(MAX_GET_ROUNDS):
+            if offer is None:
+                break
+            if error is not None:  # the first retry is worth a warning, the next ones are details
+                log = LOGGER.info if warned else LOGGER.warning
+                log("series %s: %s; trying C-GET offering %s", job.ref.series_uid, error, offer.why)
+                warned = True
+            missing = tuple(
+                uid for uid in wanted if uid not in job.sizes and job.ref.instance(uid) not in self._store
+            )
+            part = missing if error is not None and 0 < len(missing) < len(wanted) else sop_uids
+            try:
+                outcome = self._retrieve(job, part, offer)
             except PacsError as exc:
                 return str(exc) if error is None else f"{error}; then C-GET: {exc}"
             error = self._judge(job, wanted, outcome)
             if error is None or not outcome.failed:
                 return error
+            planner.note_accepted(outcome.accepted)
+            if not learned:  # once: which classes does the series hold?
+                learned = True
+                planner.learn_classes(self._series_sop_classes(job))
+            offer = planner.next()
         return error
 
-    def _retrieve(
-        self, job: SeriesJob, sop_uids: tuple[str, ...], service: str, compressed_first: bool
-    ) -> RetrieveOutcome:
+    def _retrieve(self, job: SeriesJob, sop_uids: tuple[str, ...], offer: Offer | None) -> RetrieveOutcome:
+        """C-MOVE (``offer`` None) or C-GET of ``sop_uids`` (() = the series); whole series if
+        the PACS matches nothing for a list of UIDs (it does not do list matching)."""
+        outcome = self._request(job, sop_uids, offer)
+        if len(sop_uids) > 1 and not (outcome.completed or outcome.failed or outcome.warning):
+            LOGGER.info("series %s: UID-list retrieval matched nothing; whole series", job.ref.series_uid)
+            outcome = self._request(job, (), offer)
+        return outcome
+
+    def _request(self, job: SeriesJob, sop_uids: tuple[str, ...], offer: Offer | None) -> RetrieveOutcome:
         ref = job.ref
         identifier = self._identifier(ref, "IMAGE" if sop_uids else "SERIES")
         if sop_uids:
             identifier.SOPInstanceUID = list(sop_uids) if len(sop_uids) > 1 else sop_uids[0]
-        if service == "get":
-            sop_classes = self._sop_classes(job)
-            return self._client.get(identifier, self._receiver.handle_store, sop_classes, compressed_first)
+        if offer is not None:
+            return self._client.get(identifier, self._receiver.handle_store, offer.contexts)
         return self._client.move(identifier, self._destination)
 
     def _identifier(self, ref: SeriesRef, level: str) -> Dataset:
@@ -391,18 +410,34 @@ class RetrievalScheduler:
         return identifier
 
     def _sop_classes(self, job: SeriesJob) -> list[str]:
-        """The SOP class of the series' first instance, so C-GET can offer it each stored syntax.
+        """The SOP classes known for the series: at first that of its first instance.
 
         Asked once per job, only for C-GET, and for one instance: SOPClassUID is not an indexed
         key for every PACS (Orthanc opens the file), and a series rarely mixes classes (the other
-        classes still get contexts, see ``negotiation.get_storage_contexts``). [] when unknown.
+        classes still get contexts, see ``negotiation.storage_contexts``). [] when unknown.
+        ``_series_sop_classes`` adds the rest once sub-operations failed.
         """
         with job.probe_lock:
             if job.sop_classes is None:
                 job.sop_classes = self._probe_sop_class(job.ref, job.order[0]) if job.order else []
-            return job.sop_classes
+            return list(job.sop_classes)
+
+    def _series_sop_classes(self, job: SeriesJob) -> list[str]:
+        """Every SOP class the PACS says the series holds (IMAGE-level C-FIND); [] if it does not say.
+
+        SOPClassUID is an optional key at the IMAGE level (PS3.4 C.6.1.1.5): a PACS may ignore
+        it. Only after failed sub-operations: it may cost the PACS a file read per instance. dcmqrscp
+        never returns SOPClassUID; ``OfferPlanner`` then offers further classes instead.
+        """
+        classes = self._probe_sop_class(job.ref, "")
+        with job.probe_lock:
+            job.sop_classes = list(dict.fromkeys([*(job.sop_classes or []), *classes]))
+        if classes:
+            LOGGER.info("series %s holds SOP classes %s", job.ref.series_uid, ", ".join(classes))
+        return classes
 
     def _probe_sop_class(self, ref: SeriesRef, sop_uid: str) -> list[str]:
+        """The SOP classes of one instance of the series, or of all (``sop_uid`` empty)."""
         query = self._identifier(ref, "IMAGE")
         query.SOPInstanceUID = sop_uid
         query.SOPClassUID = ""

@@ -319,6 +319,10 @@ class Tree:
 
     # -- instances ----------------------------------------------------------------------------
 
+    def cached_size(self, entry: Entry) -> int | None:
+        """The instance file's size if it is cached, else None; never retrieves."""
+        return self._store.size_of(entry.instance)
+
     def instance_size(self, entry: Entry) -> int:
         """The exact size of an instance file: from the cache, or by retrieving its series.
 

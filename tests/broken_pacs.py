@@ -67,6 +67,7 @@ class Behaviour(enum.Enum):
     MISMATCHED_UID = "mismatched-uid"  # the last is announced but another object is sent
     UNPARSEABLE = "unparseable"  # the last is announced but the bytes do not parse
     MALFORMED_FIND = "malformed-find"  # C-FIND adds rows without UID, duplicated, of another level
+    FIRST_THEN_SILENT = "first-then-silent"  # C-GET sends the first instance, then nothing more
 
 
 class ForgedInstance(Dataset):
@@ -200,6 +201,7 @@ class BrokenPacs:
         """``ssl_context``: serve over TLS; ``move_ssl_context``: C-MOVE sub-associations over TLS."""
         self._behaviour = Behaviour.NORMAL
         self._wake = threading.Event()  # set: silent handlers stop hanging
+        self.first_sent = threading.Event()  # FIRST_THEN_SILENT: the first C-STORE was answered
         self._ssl_context = ssl_context
         self._move_ssl_context = move_ssl_context
         self._server: Any = None
@@ -214,7 +216,7 @@ class BrokenPacs:
     @behaviour.setter
     def behaviour(self, value: Behaviour) -> None:
         self._behaviour = value
-        if value in (Behaviour.SILENT_FIND, Behaviour.SILENT_RETRIEVE):
+        if value in (Behaviour.SILENT_FIND, Behaviour.SILENT_RETRIEVE, Behaviour.FIRST_THEN_SILENT):
             self._wake.clear()
         else:
             self._wake.set()
@@ -284,6 +286,14 @@ class BrokenPacs:
 
     def _handle_get(self, event: evt.Event) -> Iterator[Any]:
         if self._behaviour is Behaviour.SILENT_RETRIEVE:
+            self._hang(event)
+            return
+        if self._behaviour is Behaviour.FIRST_THEN_SILENT:
+            instances = select(event.identifier)
+            yield len(instances)
+            yield STATUS_PENDING, instances[0]
+            # pynetdicom resumes this generator once the C-STORE response came back.
+            self.first_sent.set()
             self._hang(event)
             return
         yield from self._send(select(event.identifier))

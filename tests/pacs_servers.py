@@ -258,9 +258,19 @@ class DcmqrscpServer(_ServerProcess):
     name = "dcmqrscp"
 
     def __init__(
-        self, workdir: Path, ae_title: str = "DCMQRSCP", destinations: Sequence[MoveDestination] = ()
+        self,
+        workdir: Path,
+        ae_title: str = "DCMQRSCP",
+        destinations: Sequence[MoveDestination] = (),
+        incoming_profile: str = "",
+        verbose: bool = False,
     ) -> None:
+        """``incoming_profile``: a DCMTK association configuration (asconfig.txt format) whose
+        profile ``Incoming`` replaces ``--prefer-rle`` for associations we open (C-GET).
+        ``verbose``: log every request received ("Received Get SCP", ...) to ``log_path``."""
         super().__init__(workdir, ae_title, destinations)
+        self.incoming_profile = incoming_profile
+        self.verbose = verbose
         self.storage_dir = workdir / "storage"
         self.storage_dir.mkdir(parents=True, exist_ok=True)
         self.config_path = workdir / "dcmqrscp.cfg"
@@ -285,15 +295,27 @@ class DcmqrscpServer(_ServerProcess):
         )
 
     def _command(self) -> list[str]:
+        if self.incoming_profile:
+            profile_path = self.workdir / "association.cfg"
+            profile_path.write_text(self.incoming_profile, encoding="utf-8")
+            negotiation = ["--assoc-config-file", str(profile_path), "Incoming", "Outgoing"]
+        else:
+            negotiation = ["--prefer-rle"]  # incoming (our C-GET): accept RLE next to uncompressed
         return [
             "dcmqrscp",
             "--config",
             str(self.config_path),
             "--disable-host-lookup",
-            "--prefer-rle",  # incoming (our C-GET): accept RLE contexts next to uncompressed ones
+            *negotiation,
+            *(["--verbose"] if self.verbose else []),
             "--override-charset",
             "--convert-to-utf8",
         ]
+
+    def requests_seen(self, service: str) -> int:
+        """How many C-GET/C-MOVE/C-FIND requests (``service`` "Get", "Move", "Find") the log shows
+        so far; needs ``verbose``."""
+        return self.log_path.read_text(errors="replace").count(f"Received {service} SCP")
 
     def load(self, files: Sequence[Path]) -> None:
         """Copy the files into the storage area and register them with dcmqridx."""
