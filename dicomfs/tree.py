@@ -32,7 +32,7 @@ from pydicom.dataset import Dataset
 
 from dicomfs import naming
 from dicomfs.cache import InstanceStore, ListingCache
-from dicomfs.errors import DicomFSError, NotFound, PacsError, QueryRefused
+from dicomfs.errors import DicomFSError, FailedFast, NotFound, PacsError, QueryRefused
 from dicomfs.model import InstanceKey, PatientKey, identify_patients, name_key
 from dicomfs.pacs import PacsClient
 from dicomfs.retrieval import RetrievalScheduler, SeriesRef
@@ -364,6 +364,12 @@ class Tree:
         with lock:
             got = self._listings.get(key)
             if got is not None and got[1]:
+                return got[0], False
+            down = self._client.health.down_reason
+            if down is not None:  # re-checked in the background: no timeout per directory meanwhile
+                if got is None:
+                    raise FailedFast(f"the PACS is unreachable ({down})")
+                LOGGER.debug("PACS unreachable (%s); serving the cached listing of %s", down, key)
                 return got[0], False
             try:
                 listing = find()
