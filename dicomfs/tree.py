@@ -33,9 +33,11 @@ from pydicom.dataset import Dataset
 from dicomfs import naming
 from dicomfs.cache import InstanceStore, ListingCache
 from dicomfs.errors import DicomFSError, FailedFast, NotFound, PacsError, QueryRefused
-from dicomfs.model import InstanceKey, PatientKey, identify_patients, name_key
+from dicomfs.model import InstanceKey, PatientKey, identify_patients
 from dicomfs.pacs import PacsClient
+from dicomfs.persons import SplitPatients
 from dicomfs.retrieval import RetrievalScheduler, SeriesRef
+from dicomfs.rows import Row, count, identifier, of_parent, patient_of, read_rows, unique_rows
 
 LOGGER = logging.getLogger(__name__)
 
@@ -47,11 +49,6 @@ PREFETCH_MAX_CHILDREN = 8
 
 #: Part of every listing's cache key: a new format of ``Entry`` must not meet old pickles.
 LISTING_FORMAT = "v3"
-
-#: Patient IDs found to stand for several persons only once their studies were listed (a PACS
-#: such as Orthanc merges patients by Patient ID alone, so its PATIENT-level answer shows one).
-#: Bounded: such IDs are rare, and a forgotten one is found again on its next study listing.
-MAX_SPLIT_PATIENT_IDS = 1_000
 
 
 @dataclass(frozen=True)
@@ -106,66 +103,6 @@ def dicom_time(date: str, clock: str = "") -> float:
     return naming.study_time(date, clock)
 
 
-def _query(level: str, **keys: str) -> Dataset:
-    identifier = Dataset()
-    identifier.QueryRetrieveLevel = level
-    for keyword, value in keys.items():
-        setattr(identifier, keyword, value)
-    return identifier
-
-
-#: A C-FIND match as text, by keyword: decoded once, then read many times.
-Row = dict[str, str]
-
-
-def _read_rows(matches: Sequence[Dataset], query: Dataset) -> list[Row]:
-    """The text of every key the query asked for (and the level), of every match."""
-    keywords = ["QueryRetrieveLevel", *(elem.keyword for elem in query if elem.keyword)]
-    return [{keyword: naming.text_of(match, keyword) for keyword in keywords} for match in matches]
-
-
-def _count(row: Row, keyword: str) -> int:
-    """A NumberOf...Related... value of a C-FIND match; -1 when absent or not a number."""
-    text = row.get(keyword, "").strip()
-    return int(text) if text.isdigit() else -1
-
-
-def _unique_rows(
-    rows: Sequence[Row], uid_keyword: str, level: str, required: bool = True, also: Sequence[str] = ()
-) -> list[Row]:
-    """Drop malformed C-FIND matches (no UID if ``required``, a duplicate, another level), saying so.
-
-    A duplicate is a row with the same UID *and* the same values of the ``also`` keywords (the
-    same Study Instance UID under two patients is two rows, not one).
-    """
-    seen: set[tuple[str, ...]] = set()
-    kept = []
-    for row in rows:
-        uid = row.get(uid_keyword, "").strip()
-        identity = (uid, *(_identity_text(row, keyword) for keyword in also))
-        row_level = row.get("QueryRetrieveLevel", "").strip()
-        if row_level and row_level != level:
-            LOGGER.warning("skipping a C-FIND match at level %r in a %s listing", row_level, level)
-        elif not uid and required:
-            LOGGER.warning("skipping a C-FIND %s match without %s", level, uid_keyword)
-        elif identity in seen:
-            LOGGER.warning("skipping a duplicate C-FIND %s match for %s", level, uid)
-        else:
-            seen.add(identity)
-            kept.append(row)
-    return kept
-
-
-def _identity_text(row: Row, keyword: str) -> str:
-    value = row.get(keyword, "")
-    return name_key(value) if keyword == "PatientName" else value.strip()
-
-
-def _patient_of(row: Row) -> tuple[str, str, str]:
-    """(Patient ID, Issuer of Patient ID, Patient Name) of a C-FIND row."""
-    return (row.get("PatientID", ""), row.get("IssuerOfPatientID", ""), row.get("PatientName", ""))
-
-
 def _named(
     rows: Sequence[Row], name_of: Callable[[Row], str], uid_keyword: str
 ) -> list[tuple[str, str, Row]]:
@@ -195,12 +132,6 @@ def _patient_fields(parent: Entry) -> dict[str, str | bool]:
     }
 
 
-def _names_other_parent(row: Row, keyword: str, parent_uid: str) -> bool:
-    """True when a C-FIND row carries ``keyword`` with a value other than its parent's UID."""
-    value = row.get(keyword, "").strip()
-    return bool(value) and value != parent_uid.strip()
-
-
 class Tree:
     """Resolves paths to entries and lists directories, through the cache and the PACS."""
 
@@ -226,10 +157,8 @@ class Tree:
         self._patient_root: bool | None = None
         self._key_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_lock = threading.Lock()
-        # Patient IDs whose studies showed several persons: ID -> person -> (newest row, time).
-        self._split_patients: dict[str, dict[PatientKey, tuple[Row, float]]] = {}
-        self._logged_split: set[str] = set()
-        self._split_lock = threading.Lock()
+        # Patient IDs whose studies showed several persons, for the root.
+        self._split = SplitPatients()
 
     # -- paths --------------------------------------------------------------------------------
 
@@ -382,14 +311,14 @@ class Tree:
             return listing, True
 
     def _find(self, query: Dataset) -> list[Row]:
-        return _read_rows(self._client.find(query), query)
+        return read_rows(self._client.find(query), query)
 
     def _find_patients(self) -> Listing:
         """Patients from a Patient Root PATIENT-level query where the PACS accepts one (half the
         rows of a study-level query, and fewer keys); else from the studies. Either way one
         directory per person: Patient ID with issuer, and name where the PACS names no issuer."""
         if self._patient_root is not False:
-            query = _query(
+            query = identifier(
                 "PATIENT",
                 PatientID="",
                 IssuerOfPatientID="",
@@ -397,7 +326,7 @@ class Tree:
                 NumberOfPatientRelatedStudies="",
             )
             try:
-                rows = _read_rows(self._client.find(query, "patient"), query)
+                rows = read_rows(self._client.find(query, "patient"), query)
             except QueryRefused as exc:
                 if self._client.model == "patient":
                     raise
@@ -406,17 +335,17 @@ class Tree:
             else:
                 self._patient_root = True
                 # An empty Patient ID is still a patient (study-level listings show it too).
-                rows = _unique_rows(
+                rows = unique_rows(
                     rows, "PatientID", "PATIENT", required=False, also=("IssuerOfPatientID", "PatientName")
                 )
-                keys = identify_patients([_patient_of(row) for row in rows])
+                keys = identify_patients([patient_of(row) for row in rows])
                 patients = {key: (row, 0.0) for key, row in zip(keys, rows, strict=True)}
-                return self._name_patients(self._with_split_patients(patients))
+                return self._name_patients(self._split.replace(patients))
         rows = self._find(self._study_query(PatientID="", PatientName="", IssuerOfPatientID=""))
-        rows = _unique_rows(
+        rows = unique_rows(
             rows, "StudyInstanceUID", "STUDY", also=("PatientID", "IssuerOfPatientID", "PatientName")
         )
-        keys = identify_patients([_patient_of(row) for row in rows])
+        keys = identify_patients([patient_of(row) for row in rows])
         by_patient: dict[PatientKey, list[Row]] = defaultdict(list)
         for key, row in zip(keys, rows, strict=True):
             by_patient[key].append(row)
@@ -436,24 +365,8 @@ class Tree:
         )
         return listing
 
-    def _with_split_patients(
-        self, patients: dict[PatientKey, tuple[Row, float]]
-    ) -> dict[PatientKey, tuple[Row, float]]:
-        """The patients of a PATIENT-level answer, with the IDs that their study listings showed
-        to stand for several persons replaced by those persons."""
-        with self._split_lock:
-            split = {pid: dict(persons) for pid, persons in self._split_patients.items()}
-        if not split:
-            return patients
-        kept = {key: value for key, value in patients.items() if key.patient_id not in split}
-        for key in patients:
-            if key.patient_id in split:
-                for person, found in split[key.patient_id].items():
-                    kept[person] = found
-        return kept
-
     def _name_patients(self, patients: dict[PatientKey, tuple[Row, float]]) -> Listing:
-        self._log_split_patients(patients)
+        self._split.log_new(patients)
         pairs = [
             (naming.patient_dir_name(row["PatientName"], key.patient_id), key.text)
             for key, (row, _mtime) in patients.items()
@@ -470,36 +383,14 @@ class Tree:
                 patient_name=key.name,
                 shown_name=row["PatientName"],
                 mtime=mtime,
-                children_count=-1 if key.split else _count(row, "NumberOfPatientRelatedStudies"),
+                children_count=-1 if key.split else count(row, "NumberOfPatientRelatedStudies"),
             )
             for name, (key, (row, mtime)) in zip(names, patients.items(), strict=True)
         ]
         return _sorted(entries)
 
-    def _log_split_patients(self, patients: dict[PatientKey, tuple[Row, float]]) -> None:
-        """One warning per Patient ID that stands for several persons (not one per listing)."""
-        persons: dict[str, list[str]] = defaultdict(list)
-        for key, (row, _mtime) in patients.items():
-            if key.split:
-                issuer = f"issuer {key.issuer!r}" if key.issuer else "no issuer"
-                persons[key.patient_id].append(f"{row['PatientName'] or '(no name)'} ({issuer})")
-        with self._split_lock:
-            new = [pid for pid in persons if pid not in self._logged_split]
-            for pid in new:
-                if len(self._logged_split) >= MAX_SPLIT_PATIENT_IDS:
-                    self._logged_split.clear()
-                self._logged_split.add(pid)
-        for pid in new:
-            LOGGER.warning(
-                "Patient ID %r stands for %d persons at the PACS: %s; shown as separate patients "
-                "(the PACS should use Issuer of Patient ID)",
-                pid,
-                len(persons[pid]),
-                "; ".join(sorted(persons[pid])),
-            )
-
     def _study_query(self, **keys: str) -> Dataset:
-        return _query(
+        return identifier(
             "STUDY",
             StudyInstanceUID="",
             NumberOfStudyRelatedSeries="",
@@ -525,10 +416,11 @@ class Tree:
         query = self._study_query(PatientID=patient.patient_id, PatientName="", IssuerOfPatientID="")
         # The PACS matches wildcards and treats an empty ID as "any": keep exact matches only.
         rows = [r for r in self._find(query) if r["PatientID"] == patient.patient_id]
-        rows = _unique_rows(rows, "StudyInstanceUID", "STUDY", also=("IssuerOfPatientID", "PatientName"))
-        persons = identify_patients([_patient_of(row) for row in rows])
+        rows = unique_rows(rows, "StudyInstanceUID", "STUDY", also=("IssuerOfPatientID", "PatientName"))
+        persons = identify_patients([patient_of(row) for row in rows])
         if len(set(persons)) > 1:
-            self._remember_persons(patient.patient_id, persons, rows)
+            if self._split.remember(patient.patient_id, persons, rows, self._study_time):
+                self._listings.discard(f"{self._prefix}/patients")  # the root shows them next time
             own = next(
                 (
                     p
@@ -547,23 +439,8 @@ class Tree:
                     patient_name=own.name,
                 )
         elif patient.patient_split:
-            rows = [row for row in rows if patient.patient.admits(*_patient_of(row))]
+            rows = [row for row in rows if patient.patient.admits(*patient_of(row))]
         return self._name_studies(patient, rows)
-
-    def _remember_persons(self, patient_id: str, persons: Sequence[PatientKey], rows: Sequence[Row]) -> None:
-        """Remember the persons behind ``patient_id`` for the root; forget the root if they are new."""
-        newest: dict[PatientKey, tuple[Row, float]] = {}
-        for person, row in zip(persons, rows, strict=True):
-            best = newest.get(person)
-            if best is None or self._study_time(row) > best[1]:
-                newest[person] = (row, self._study_time(row))
-        with self._split_lock:
-            known = self._split_patients.pop(patient_id, None)
-            if len(self._split_patients) >= MAX_SPLIT_PATIENT_IDS:
-                self._split_patients.pop(next(iter(self._split_patients)))
-            self._split_patients[patient_id] = newest
-        if known is None or set(known) != set(newest):
-            self._listings.discard(f"{self._prefix}/patients")
 
     def _name_studies(self, patient: Entry, rows: Sequence[Row]) -> Listing:
         def name_of(row: Row) -> str:
@@ -576,7 +453,7 @@ class Tree:
                     kind=STUDY,
                     study_uid=uid,
                     mtime=self._study_time(row),
-                    children_count=_count(row, "NumberOfStudyRelatedSeries"),
+                    children_count=count(row, "NumberOfStudyRelatedSeries"),
                     **_patient_fields(patient),  # type: ignore[arg-type]
                 )
                 for name, uid, row in _named(rows, name_of, "StudyInstanceUID")
@@ -597,11 +474,11 @@ class Tree:
         keys["PatientID"] = study.patient_id if self._client.model == "patient" else ""
         if study.patient_split:  # one Patient ID, several persons: which one's series is it?
             keys.update(IssuerOfPatientID="", PatientName="")
-        rows = _unique_rows(self._find(_query("SERIES", **keys)), "SeriesInstanceUID", "SERIES")
-        rows = self._of_parent(rows, "StudyInstanceUID", study.study_uid, study.name)
-        rows = self._of_parent(rows, "PatientID", study.patient_id, study.name)
+        rows = unique_rows(self._find(identifier("SERIES", **keys)), "SeriesInstanceUID", "SERIES")
+        rows = of_parent(rows, "StudyInstanceUID", study.study_uid, study.name)
+        rows = of_parent(rows, "PatientID", study.patient_id, study.name)
         if study.patient_split:
-            rows = [row for row in rows if study.patient.admits(study.patient_id, *_patient_of(row)[1:])]
+            rows = [row for row in rows if study.patient.admits(study.patient_id, *patient_of(row)[1:])]
 
         def name_of(row: Row) -> str:
             return naming.series_dir_name(row["SeriesNumber"], row["Modality"], row["SeriesDescription"])
@@ -614,7 +491,7 @@ class Tree:
                     study_uid=study.study_uid,
                     series_uid=uid,
                     mtime=study.mtime,
-                    children_count=_count(row, "NumberOfSeriesRelatedInstances"),
+                    children_count=count(row, "NumberOfSeriesRelatedInstances"),
                     **_patient_fields(study),  # type: ignore[arg-type]
                 )
                 for name, uid, row in _named(rows, name_of, "SeriesInstanceUID")
@@ -630,9 +507,9 @@ class Tree:
         }
         if self._client.model == "patient":
             keys["PatientID"] = series.patient_id
-        rows = _unique_rows(self._find(_query("IMAGE", **keys)), "SOPInstanceUID", "IMAGE")
-        rows = self._of_parent(rows, "StudyInstanceUID", series.study_uid, series.name)
-        rows = self._of_parent(rows, "SeriesInstanceUID", series.series_uid, series.name)
+        rows = unique_rows(self._find(identifier("IMAGE", **keys)), "SOPInstanceUID", "IMAGE")
+        rows = of_parent(rows, "StudyInstanceUID", series.study_uid, series.name)
+        rows = of_parent(rows, "SeriesInstanceUID", series.series_uid, series.name)
 
         def name_of(row: Row) -> str:
             return naming.instance_file_name(row["InstanceNumber"], row["SOPInstanceUID"])
@@ -651,16 +528,3 @@ class Tree:
                 for name, uid, _row in _named(rows, name_of, "SOPInstanceUID")
             ]
         )
-
-    @staticmethod
-    def _of_parent(rows: list[Row], keyword: str, parent_uid: str, where: str) -> list[Row]:
-        """The rows that do not name another parent than ``parent_uid`` (logged when some do)."""
-        kept = [row for row in rows if not _names_other_parent(row, keyword, parent_uid)]
-        if len(kept) < len(rows):
-            LOGGER.warning(
-                "%s: the PACS answered %d rows of another %s; not listed",
-                where,
-                len(rows) - len(kept),
-                keyword,
-            )
-        return kept

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dicomfs.tree import _unique_rows, dicom_time
+from dicomfs.rows import unique_rows
+from dicomfs.tree import dicom_time
 
 
 @pytest.mark.parametrize(
@@ -41,7 +42,7 @@ def test_malformed_rows_are_skipped_and_logged(caplog: pytest.LogCaptureFixture)
         row("IMAGE", "1.2"),
         row(None, "1.3"),
     ]
-    kept = _unique_rows(rows, "SeriesInstanceUID", "SERIES")
+    kept = unique_rows(rows, "SeriesInstanceUID", "SERIES")
     assert [r["SeriesInstanceUID"] for r in kept] == ["1.1", "1.3"]
     assert "without SeriesInstanceUID" in caplog.text
     assert "duplicate" in caplog.text
