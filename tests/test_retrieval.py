@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from dicomfs.errors import RetrievalFailed
-from dicomfs.retrieval import MIN_PART_SIZE, RetrievalScheduler, SeriesJob, SeriesRef
+from dicomfs.retrieval import MIN_PART_SIZE, RetrievalScheduler, SeriesJob, SeriesRef, Stalled
 
 REF = SeriesRef("PID", "1.1", "1.1.1")
 
@@ -30,23 +30,40 @@ def test_a_lost_instance_fails_once_the_job_is_over() -> None:
     assert job.wait_for("b", stall_s=5, hurry=lambda: None) == 1
 
 
-def test_a_slow_instance_is_hurried_once() -> None:
-    job = SeriesJob(REF, ["a", "b"])
+def test_an_instance_far_down_a_known_stream_is_hurried_once() -> None:
+    uids = [f"u{n}" for n in range(100)]
+    job = SeriesJob(REF, uids)
+    job.begin(())
+    for uid in uids[:5]:  # an ascending stream at ~50/s: u99 is 94 instances (~2 s) away
+        time.sleep(0.02)
+        job.landed(uid, 1)
     calls: list[float] = []
 
     def hurry() -> None:
         calls.append(time.monotonic())
-        threading.Timer(0.05, job.landed, args=("b", 7)).start()
+        assert job.mark_hurried("u99")
+        threading.Timer(0.05, job.landed, args=("u99", 7)).start()
 
-    assert job.wait_for("b", stall_s=5, hurry=hurry) == 7
+    assert job.wait_for("u99", stall_s=5, hurry=hurry) == 7
     assert len(calls) == 1
+
+
+def test_an_instance_due_next_is_not_hurried() -> None:
+    uids = [f"u{n}" for n in range(100)]
+    job = SeriesJob(REF, uids)
+    job.begin(())
+    for uid in uids[:5]:
+        time.sleep(0.002)
+        job.landed(uid, 1)
+    threading.Timer(0.05, job.landed, args=("u5", 3)).start()
+    assert job.wait_for("u5", stall_s=5, hurry=lambda: pytest.fail("hurried")) == 3
 
 
 def test_a_stalled_retrieval_fails_instead_of_hanging() -> None:
     job = SeriesJob(REF, ["a"])
     job.touch()  # started, then nothing ever arrives
     started = time.monotonic()
-    with pytest.raises(RetrievalFailed, match="no progress"):
+    with pytest.raises(Stalled, match="no progress"):
         job.wait_for("a", stall_s=0.3, hurry=lambda: None)
     assert time.monotonic() - started < 3
 
