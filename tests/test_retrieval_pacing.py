@@ -1,7 +1,8 @@
 """Retrievals paced by the PACS, not by a clock (issue #9): stalls end, slow stores count, late stores land.
 
-Each test mounts a deliberately misbehaving in-process SCP (``tests.broken_pacs``) and checks every
-file's bytes and the number of C-MOVE/C-GET requests the SCP saw. Deadlines only guard against hangs.
+Each test mounts a deliberately misbehaving in-process SCP (``tests.broken_pacs``), or Orthanc with
+asynchronous C-MOVE, and checks every file's bytes and the number of C-MOVE/C-GET requests the peer
+saw (Orthanc: associations, counted by a relay). Deadlines only guard against hangs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from pathlib import Path
 import pytest
 
 from tests.broken_pacs import SERIES, Behaviour, BrokenPacs, options_for
-from tests.mounting import mounted, wait_until
+from tests.conftest import DICOMFS_AET
+from tests.fault_tools import SeriesData, ThrottledRelay, dataset_bytes, series_dir, write_series
+from tests.mounting import mount_options, mounted, wait_until
+from tests.pacs_servers import HOST, MoveDestination, OrthancServer, free_port
 from tests.test_misbehaving_pacs import assert_serves, expect_errno, files_by_uid, series_dirs
 
 pytestmark = pytest.mark.integration
@@ -85,3 +89,52 @@ def test_stores_after_the_final_response_are_kept(broken: BrokenPacs, tmp_path: 
         log = mount.log_text()
     assert "refused C-STORE" not in log, log
     assert "after the final C-MOVE response" in log, log
+
+
+@pytest.fixture(scope="module")
+def async_orthanc(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[OrthancServer, SeriesData, int]]:
+    """Orthanc with ``SynchronousCMove`` false: Success first, the C-STOREs from a job afterwards."""
+    series = write_series(tmp_path_factory.mktemp("async-data"), "async", 12, size=32, patient_id="ASYNC")
+    port = free_port()
+    server = OrthancServer(
+        tmp_path_factory.mktemp("async-orthanc"),
+        destinations=[MoveDestination(DICOMFS_AET, HOST, port)],
+        synchronous_move=False,
+    )
+    with server:
+        server.load(list(series.files))
+        yield server, series, port
+
+
+def test_orthanc_asynchronous_move_stores_land(
+    async_orthanc: tuple[OrthancServer, SeriesData, int], tmp_path: Path
+) -> None:
+    server, series, port = async_orthanc
+    relay = ThrottledRelay(server.port)  # counts our associations to Orthanc
+    options = mount_options(
+        serveraddress=HOST,
+        serverport=relay.port,
+        aec=server.ae_title,
+        aet=DICOMFS_AET,
+        localport=port,
+        localaddress=HOST,
+        cachedir=tmp_path / "cache",
+        timeout=5,
+        retrieve="move",
+    )
+    try:
+        with mounted(tmp_path / "mnt", options) as mount:
+            directory = series_dir(mount.mountpoint, series)
+            names = sorted(os.listdir(directory))
+            before = relay.connections
+            sources = series.sources()
+            for name in names:
+                assert dataset_bytes((directory / name).read_bytes()) == sources[name], name
+            opened = relay.connections - before
+            log = mount.log_text()
+    finally:
+        relay.close()
+    assert opened == 1, f"{opened} associations\n{log}"  # one C-MOVE, no retry
+    assert "refused C-STORE" not in log, log
