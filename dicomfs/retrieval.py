@@ -6,7 +6,10 @@ at a time per association and waits for each C-STORE response; where that round 
 ceiling (a slow link), the ``parallel`` option splits a large series into *parts* (IMAGE-level
 retrievals of a list of SOP Instance UIDs, PS3.4 C.4.2.2.1) on parallel associations. Each waiter
 is released as soon as *its* instance has landed; a reader whose instance is far down the stream
-gets it *hurried*: retrieved on its own, ahead of the queue.
+(by the send order learnt from what has arrived, see ``sendorder``) gets it *hurried*: retrieved
+on its own, ahead of the queue, at most ``sendorder.MAX_HURRIED`` times per series. A retrieval
+lasts while it makes progress (``pacs.ProgressWatch``); a job whose readers see none for long is
+abandoned, so the next reader starts a new one.
 
 Workers take tasks from one priority queue, so retrieval associations never exceed the number of
 workers. Lock order: ``RetrievalScheduler._lock`` before ``SeriesJob._cond``, never the other way;
