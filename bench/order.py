@@ -51,6 +51,8 @@ class Matrix:
     """Seconds per (send order, method, read order); the peers under read order "peer"."""
 
     samples: dict[tuple[str, str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
+    cpu: dict[tuple[str, str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
+    hurried: dict[tuple[str, str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
     verified: dict[str, str] = field(default_factory=dict)  # send order -> what Orthanc did
 
     def add(self, send: str, method: str, read: str, seconds: float) -> None:
@@ -127,6 +129,12 @@ def describe(numbers: list[int]) -> str:
     return f"mixed ({ups} of {len(steps)} steps up)"
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process (/proc/<pid>/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def file_name(number: int) -> str:
     return f"{number:04d}.dcm"  # naming.instance_file_name for numbered instances
 
@@ -181,10 +189,23 @@ def bench_order(env: Env, shape: data.Shape, send: str, matrix: Matrix, run_inde
             study = next(patient.iterdir())
             series = next(study.iterdir())
             out = env.fresh_dir("order-out")
+            cpu_before = cpu_seconds(mount.process.pid)
             seconds = timed_read(series, out, read, send_numbers, run_index)
+            cpu = cpu_seconds(mount.process.pid) - cpu_before
+            hurried = mount.log_text().count("ahead of the stream")
         shutil.rmtree(out)
         matrix.add(send, method, read, seconds)
-        LOGGER.info("%s send order, %s, %s: %.2f s", send, method, read, seconds)
+        matrix.cpu[(send, method, read)].append(cpu)
+        matrix.hurried[(send, method, read)].append(hurried)
+        LOGGER.info(
+            "%s send order, %s, %s: %.2f s, daemon CPU %.2f s, %d hurried",
+            send,
+            method,
+            read,
+            seconds,
+            cpu,
+            hurried,
+        )
     if run_index % 2 == 1:
         peers()
 

@@ -359,8 +359,17 @@ class RetrievalScheduler:
     def _hurry(self, job: SeriesJob, sop_uid: str) -> None:
         """Retrieve one instance on its own, ahead of the queued parts (see ``sendorder``)."""
         with self._lock:
-            if job.mark_hurried(sop_uid):
-                self._submit(job, (sop_uid,), PRIORITY_HURRIED)
+            if not job.mark_hurried(sop_uid):
+                return
+            self._submit(job, (sop_uid,), PRIORITY_HURRIED)
+        # At most sendorder.MAX_HURRIED lines per series.
+        LOGGER.info(
+            "series %s: hurrying %s ahead of the stream (%d of at most %d)",
+            job.ref.series_uid,
+            sop_uid,
+            len(job.hurried),
+            MAX_HURRIED,
+        )
 
     def _submit(self, job: SeriesJob, sop_uids: tuple[str, ...], priority: int) -> None:
         """Queue a part of ``job``; the caller holds ``_lock``."""
