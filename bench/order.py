@@ -262,9 +262,27 @@ def table(matrix: Matrix, sends: list[str]) -> str:
         + (" (met)" if copy_ratios and max(copy_ratios) <= 0.9 else " (**not met**)"),
     ]
     verified = "; ".join(f"{send}: Orthanc sent {what}" for send, what in matrix.verified.items())
-    return (
-        "\n".join(lines)
-        + "\n\n"
-        + "\n".join(goals)
-        + (f"\n\nSend order checked by C-GET: {verified}." if verified else "")
-    )
+    checked = f"\n\nSend order checked by C-GET: {verified}." if verified else ""
+    return "\n".join(lines) + "\n\n" + "\n".join(goals) + checked + "\n\n" + work_table(matrix, sends)
+
+
+def work_table(matrix: Matrix, sends: list[str]) -> str:
+    """The daemon's CPU seconds and hurried retrievals per cell: the work, whatever the load."""
+    lines = [
+        "Work per cell, less sensitive to the load than the wall time: the daemon's CPU seconds (user "
+        "+ system) during the read, median (min-max), and hurried single-instance retrievals (most "
+        "in one run).",
+        "",
+        f"| send order | retrieve | {' | '.join(READS.values())} |",
+        "|" + " --- |" * (len(READS) + 2),
+    ]
+    for send in sends:
+        for method in METHODS:
+            cells = []
+            for read in READS:
+                cpu = matrix.cpu.get((send, method, read))
+                hurried = matrix.hurried.get((send, method, read))
+                hurry = f", {max(hurried):.0f} hurried" if hurried else ""
+                cells.append(f"{_cell(cpu)} s{hurry}" if cpu else "-")
+            lines.append(f"| {send} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
