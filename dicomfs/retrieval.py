@@ -151,8 +151,15 @@ class SeriesJob:
             known = [latency for latency in latencies if latency is not None]
             return min(known) if known else None
 
-    def worth_hurrying(self, sop_uid: str, waited: float = 0.0) -> bool:
-        """The hurry rule (``sendorder.worth_hurrying``) for a reader that has ``waited`` seconds."""
+    def stream_arrivals(self, sop_uid: str) -> int:
+        """How many instances the stream that sends ``sop_uid`` has delivered so far."""
+        with self._cond:
+            stream = self._streams.get(sop_uid)
+            return stream.arrivals if stream is not None else 0
+
+    def worth_hurrying(self, sop_uid: str, passed: int = 0) -> bool:
+        """The hurry rule (``sendorder.worth_hurrying``) for a reader that has seen ``passed``
+        other instances arrive while it waited."""
         with self._cond:
             if self.finished or sop_uid in self.sizes or sop_uid in self.hurried:
                 return False
@@ -164,7 +171,7 @@ class SeriesJob:
                 self.round_trip(),
                 len(self.hurried),
                 predictable=stream.predictable(),
-                waited=waited,
+                passed=passed,
             )
 
     def finish(self, error: str | None) -> None:
@@ -218,7 +225,7 @@ class SeriesJob:
         """
         next_check = 0.0
         hurried = False
-        began = self._clock()
+        seen = self.stream_arrivals(sop_uid)  # before its stream began this stays 0: a new stream
         while True:
             with self._cond:
                 size = self._outcome_for(sop_uid)
@@ -231,7 +238,7 @@ class SeriesJob:
                 wanted = False
                 if not hurried and now >= next_check:
                     next_check = now + HURRY_CHECK_S
-                    wanted = self.worth_hurrying(sop_uid, now - began)
+                    wanted = self.worth_hurrying(sop_uid, self.stream_arrivals(sop_uid) - seen)
                     hurried = len(self.hurried) >= MAX_HURRIED  # nothing left to decide
                 if not wanted:
                     wake = now + max(0.05, stall_s - idle)

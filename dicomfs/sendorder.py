@@ -33,6 +33,9 @@ HURRY_MIN_WAIT_S = 0.3
 #: Hurried retrievals per series, in all: bounds the extra associations a reader in reverse or
 #: random order can cause (one hurried instance per read would be an association storm).
 MAX_HURRIED = 4
+#: In a shuffled stream, a reader is hurried only after this many other instances arrived while
+#: it waited: the one about to arrive comes first or second.
+SHUFFLED_MIN_PASSED = 3
 #: Weight of a new round-trip sample in the running estimate.
 ROUND_TRIP_WEIGHT = 0.5
 
@@ -139,7 +142,7 @@ def worth_hurrying(
     hurried: int,
     *,
     predictable: bool = True,
-    waited: float = 0.0,
+    passed: int = 0,
 ) -> bool:
     """The hurry rule: the wait is known and clearly longer than a round trip, and budget is left.
 
@@ -153,15 +156,15 @@ def worth_hurrying(
         Hurried retrievals this series has had so far.
     predictable : bool
         Whether the send order is known (ascending or descending). In a shuffled stream the
-        expected wait is only an average: a reader of what is about to arrive (a viewer
-        following the stream) would be hurried too, so there the reader must first have
-        ``waited`` as long as the threshold without its instance coming.
-    waited : float
-        Seconds the reader has waited so far.
+        expected wait is only an average, and a reader of what is about to arrive (a viewer
+        following the stream) must not be hurried: there the reader must first have seen
+        ``SHUFFLED_MIN_PASSED`` other instances arrive while it waited. Counting arrivals, not
+        seconds, keeps a stream that merely paused (a busy CPU, a slow PACS) from hurrying it.
+    passed : int
+        Instances the stream delivered while this reader waited.
     """
     if expected_wait is None or round_trip is None or hurried >= MAX_HURRIED:
         return False
-    threshold = max(HURRY_MIN_WAIT_S, HURRY_FACTOR * round_trip)
-    if not predictable and waited < threshold:
+    if not predictable and passed < SHUFFLED_MIN_PASSED:
         return False
-    return expected_wait > threshold
+    return expected_wait > max(HURRY_MIN_WAIT_S, HURRY_FACTOR * round_trip)

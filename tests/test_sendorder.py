@@ -14,6 +14,7 @@ from dicomfs.sendorder import (
     MAX_HURRIED,
     MIN_ARRIVALS,
     SHUFFLED,
+    SHUFFLED_MIN_PASSED,
     Stream,
     updated_round_trip,
     worth_hurrying,
@@ -87,9 +88,23 @@ def test_the_hurry_rule(wait: float | None, round_trip: float | None, hurried: i
     assert worth_hurrying(wait, round_trip, hurried) is expected
 
 
-@pytest.mark.parametrize(("waited", "expected"), [(0.0, False), (0.1, False), (0.5, True)])
-def test_a_shuffled_stream_hurries_only_readers_that_already_waited(waited: float, expected: bool) -> None:
-    assert worth_hurrying(2.0, 0.05, 0, predictable=False, waited=waited) is expected
+@pytest.mark.parametrize(("passed", "expected"), [(0, False), (SHUFFLED_MIN_PASSED - 1, False), (5, True)])
+def test_a_shuffled_stream_hurries_only_readers_others_passed(passed: int, expected: bool) -> None:
+    assert worth_hurrying(2.0, 0.05, 0, predictable=False, passed=passed) is expected
+
+
+def test_a_paused_shuffled_stream_hurries_nobody() -> None:
+    """A reader of what is due next, while the stream pauses (a busy CPU): no arrivals, no hurry."""
+    clock = FakeClock()
+    job = SeriesJob(REF, LISTING, clock=clock)
+    job.begin(())
+    sent = SENT_ORDERS["shuffled"]
+    for uid in sent[:20]:
+        clock.now += 0.005
+        job.landed(uid, 1)
+    seen = job.stream_arrivals(sent[20])
+    clock.now += 5.0  # the stream pauses for far longer than any threshold
+    assert not job.worth_hurrying(sent[20], job.stream_arrivals(sent[20]) - seen)
 
 
 def test_round_trip_estimate_follows_samples() -> None:
@@ -127,9 +142,9 @@ def simulate(sent: list[str], reads: list[str], rate: float = 170.0, round_trip:
         clock.now = until
 
     for uid in reads:
-        began = clock.now
+        seen = job.stream_arrivals(uid)
         while uid not in job.sizes:
-            if job.worth_hurrying(uid, clock.now - began) and job.mark_hurried(uid):
+            if job.worth_hurrying(uid, job.stream_arrivals(uid) - seen) and job.mark_hurried(uid):
                 heapq.heappush(events, (clock.now + round_trip, uid))
             advance(min(events[0][0], clock.now + HURRY_CHECK_S))
     return len(job.hurried)
