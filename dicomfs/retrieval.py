@@ -333,6 +333,8 @@ class RetrievalScheduler:
         (C-CANCEL, then A-ABORT: ``pacs``), which frees their workers.
         """
         with self._lock:
+            if job.finished:  # another waiter of the job abandoned it first (one log line)
+                return
             if self._jobs.get(job.ref) is job:
                 del self._jobs[job.ref]
                 self._receiver.forget(job.expected)
