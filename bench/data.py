@@ -11,10 +11,11 @@ import io
 import json
 import logging
 import queue
+import random
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -95,23 +96,38 @@ def _encode(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
+def _ct_noise(shape: Shape) -> bytes:
+    frame_bytes = shape.ct_size * shape.ct_size * 2
+    return np.random.default_rng(7).integers(0, 4096, size=frame_bytes, dtype=np.uint16).tobytes()
+
+
+def _ct_instance(shape: Shape, series: int, number: int, noise: bytes) -> bytes:
+    ds = _base(CTImageStorage, f"{ct_series_uid(series)}.{number}")
+    ds.PatientName, ds.PatientID = "BENCH^CT", CT_PATIENT_ID
+    ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime = CT_STUDY_UID, "20240101", "120000"
+    ds.StudyDescription, ds.AccessionNumber, ds.StudyID = "BENCH CT", "ACCCT", "1"
+    ds.SeriesInstanceUID, ds.SeriesNumber = ct_series_uid(series), series + 1
+    ds.Modality, ds.SeriesDescription = "CT", f"AXIAL {series + 1}"
+    ds.InstanceNumber = number
+    ds.ImagePositionPatient = [0, 0, number]
+    offset = (number * 7919) % len(noise)  # a different slice of noise per instance
+    _image(ds, shape.ct_size, noise[offset:] + noise[:offset])
+    return _encode(ds)
+
+
 def iter_ct(shape: Shape) -> Iterator[bytes]:
     """The CT study: ``ct_series`` series of ``ct_instances`` slices of random-ish 16-bit pixels."""
-    frame_bytes = shape.ct_size * shape.ct_size * 2
-    noise = np.random.default_rng(7).integers(0, 4096, size=frame_bytes, dtype=np.uint16).tobytes()
+    noise = _ct_noise(shape)
     for series in range(shape.ct_series):
         for number in range(1, shape.ct_instances + 1):
-            ds = _base(CTImageStorage, f"{ct_series_uid(series)}.{number}")
-            ds.PatientName, ds.PatientID = "BENCH^CT", CT_PATIENT_ID
-            ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime = CT_STUDY_UID, "20240101", "120000"
-            ds.StudyDescription, ds.AccessionNumber, ds.StudyID = "BENCH CT", "ACCCT", "1"
-            ds.SeriesInstanceUID, ds.SeriesNumber = ct_series_uid(series), series + 1
-            ds.Modality, ds.SeriesDescription = "CT", f"AXIAL {series + 1}"
-            ds.InstanceNumber = number
-            ds.ImagePositionPatient = [0, 0, number]
-            offset = (number * 7919) % frame_bytes  # a different slice of noise per instance
-            _image(ds, shape.ct_size, noise[offset:] + noise[:offset])
-            yield _encode(ds)
+            yield _ct_instance(shape, series, number, noise)
+
+
+def iter_ct_series(shape: Shape, numbers: Sequence[int]) -> Iterator[bytes]:
+    """The first CT series only, its instances in the order of ``numbers`` (instance numbers)."""
+    noise = _ct_noise(shape)
+    for number in numbers:
+        yield _ct_instance(shape, 0, number, noise)
 
 
 def iter_small(shape: Shape) -> Iterator[bytes]:
@@ -159,11 +175,14 @@ class _Poster(threading.Thread):
             connection.close()
 
 
-def load(http_port: int, instances: Iterator[bytes], what: str) -> int:
-    """Send every instance to Orthanc with a few parallel connections; raise on any refusal."""
+def load(http_port: int, instances: Iterator[bytes], what: str, threads: int = _LOAD_THREADS) -> int:
+    """Send every instance to Orthanc with ``threads`` parallel connections; raise on any refusal.
+
+    One thread keeps the order: Orthanc then stores the instances in exactly that order.
+    """
     work: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUE_DEPTH)
     errors: list[str] = []
-    posters = [_Poster(http_port, work, errors) for _ in range(_LOAD_THREADS)]
+    posters = [_Poster(http_port, work, errors) for _ in range(threads)]
     for poster in posters:
         poster.start()
     count, started = 0, time.monotonic()
@@ -204,3 +223,38 @@ def load_all(http_port: int, workdir: Path, shape: Shape) -> None:
     load(http_port, iter_ct(shape), "CT study")
     load(http_port, iter_small(shape), f"{shape.patients}-patient archive")
     marker_path(workdir).write_text(json.dumps(asdict(shape)))
+
+
+# --------------------------------------------------------------------------- send order
+
+SEND_ORDERS = ("ascending", "descending", "shuffled")
+
+
+def send_order_numbers(shape: Shape, send_order: str) -> list[int]:
+    """Instance numbers of the CT series in the order the PACS is meant to send them."""
+    numbers = list(range(1, shape.ct_instances + 1))
+    if send_order == "descending":
+        return numbers[::-1]
+    if send_order == "shuffled":
+        return random.Random(42).sample(numbers, len(numbers))
+    return numbers
+
+
+def order_loaded(workdir: Path, shape: Shape, send_order: str) -> bool:
+    try:
+        marker = json.loads(marker_path(workdir).read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(marker == {"shape": asdict(shape), "send_order": send_order})
+
+
+def load_order_series(http_port: int, workdir: Path, shape: Shape, send_order: str) -> None:
+    """Load the CT series so that Orthanc sends it in ``send_order``.
+
+    Orthanc 1.10 sends a series in the reverse of the order it stored the instances (its index
+    returns the newest first; tests/test_send_order.py checks this, and ``verify_send_order``
+    again on every bench run), so the instances are loaded one by one in the reverse order.
+    """
+    load_order = send_order_numbers(shape, send_order)[::-1]
+    load(http_port, iter_ct_series(shape, load_order), f"CT series ({send_order} send order)", threads=1)
+    marker_path(workdir).write_text(json.dumps({"shape": asdict(shape), "send_order": send_order}))

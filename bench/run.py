@@ -21,6 +21,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
 from bench import data  # noqa: E402
+from bench import order as order_matrix  # noqa: E402
 from bench.measure import (  # noqa: E402
     Env,
     TreePaths,
@@ -244,6 +245,8 @@ def start_orthanc(
 
 
 SECTIONS = {"copies": bench_copies, "move": bench_move, "listings": bench_listings, "rss": bench_rss}
+#: Sections with an Orthanc of their own (one per send order), not the big archive's.
+OWN_PACS_SECTIONS = ("order",)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -253,7 +256,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=5, help="runs per figure (default 5)")
     parser.add_argument("--rss-runs", type=int, help="runs of the 2 GB study copy for RSS (default: --runs)")
     parser.add_argument("--quick", action="store_true", help="small data, for smoke tests")
-    parser.add_argument("--only", nargs="+", choices=sorted(SECTIONS), help="run these sections only")
+    parser.add_argument(
+        "--only", nargs="+", choices=sorted([*SECTIONS, *OWN_PACS_SECTIONS]), help="run these sections only"
+    )
+    parser.add_argument(
+        "--send-order",
+        nargs="+",
+        choices=data.SEND_ORDERS,
+        default=list(data.SEND_ORDERS),
+        help="section 'order': the orders the PACS sends the series in (the load order into its "
+        "Orthanc is the reverse); default all three",
+    )
     parser.add_argument("--profile", type=Path, help="write py-spy profiles (collapsed stacks) here")
     parser.add_argument("--py-spy", default="py-spy", help="py-spy executable (default: from PATH)")
     parser.add_argument("--output", type=Path, default=None, help="results file (default bench/RESULTS.md)")
@@ -267,33 +280,73 @@ def main(argv: list[str]) -> int:
     shape = data.QUICK if args.quick else data.Shape()
     output = args.output or (BENCH / ("RESULTS-quick.md" if args.quick else "RESULTS.md"))
     res = Results()
+    matrix = order_matrix.Matrix()
     load_before = os.getloadavg()[0]
+    wanted = [name for name in [*SECTIONS, *OWN_PACS_SECTIONS] if not args.only or name in args.only]
     with contextlib.ExitStack() as stack:
         scratch = Path(tempfile.mkdtemp(prefix="scratch-", dir=BENCH / "work"))
         stack.callback(shutil.rmtree, scratch, True)
         dicomfs_port, storescp_port = free_port(), free_port()
-        orthanc = start_orthanc(stack, shape, dicomfs_port, storescp_port)
-        env = Env(orthanc, dicomfs_port, storescp_port, scratch, profile_dir=args.profile, py_spy=args.py_spy)
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
-        env.paths = discover(env, shape)
-        LOGGER.info("paths: %s", env.paths)
+        if any(name in SECTIONS for name in wanted):
+            orthanc = start_orthanc(stack, shape, dicomfs_port, storescp_port)
+            env = Env(
+                orthanc, dicomfs_port, storescp_port, scratch, profile_dir=args.profile, py_spy=args.py_spy
+            )
+            env.paths = discover(env, shape)
+            LOGGER.info("paths: %s", env.paths)
         for name, section in SECTIONS.items():
-            if args.only and name not in args.only:
+            if name not in wanted:
                 continue
             for i in range((args.rss_runs or args.runs) if name == "rss" else args.runs):
                 started = time.perf_counter()
                 section(env, shape, res, i)
                 LOGGER.info("%s run %d: %.1f s", name, i + 1, time.perf_counter() - started)
+        if "order" in wanted:
+            bench_send_orders(args, shape, matrix, scratch, dicomfs_port, storescp_port)
     command = shlex.join([".venv/bin/python", "bench/run.py", *argv])
     load_after = os.getloadavg()[0]
     load = (
         f"Load average (1 min): {load_before:.1f} at start, {load_after:.1f} at end ({os.cpu_count()} cores)."
     )
-    output.write_text(document(FIGURES, res, command, f"{notes(shape, args)}\n\n{load}"), encoding="utf-8")
+    text = document(FIGURES, res, command, f"{notes(shape, args)}\n\n{load}")
+    if matrix.samples:
+        text += (
+            f"\n## Send order x read order ({shape.ct_instances}-instance CT series)\n\n"
+            "Seconds, median (min-max) over the runs; fresh mount per cell, the series listed before "
+            "the clock starts. worst / best: the slowest read order of the row against the fastest "
+            "cell of the same retrieve method in any send order.\n\n"
+            f"{order_matrix.table(matrix, args.send_order)}\n"
+        )
+    output.write_text(text, encoding="utf-8")
     LOGGER.info("wrote %s", output)
     print(output.read_text())
     return 0
+
+
+def bench_send_orders(
+    args: argparse.Namespace,
+    shape: data.Shape,
+    matrix: order_matrix.Matrix,
+    scratch: Path,
+    dicomfs_port: int,
+    storescp_port: int,
+) -> None:
+    """The send-order x read-order matrix, one Orthanc per send order (see bench/order.py)."""
+    for send in args.send_order:
+        with order_matrix.order_orthanc(shape, send, dicomfs_port, storescp_port) as orthanc:
+            env = Env(
+                orthanc, dicomfs_port, storescp_port, scratch, profile_dir=args.profile, py_spy=args.py_spy
+            )
+            sent = order_matrix.sent_numbers(orthanc)
+            matrix.verified[send] = order_matrix.describe(sent)
+            if sent != data.send_order_numbers(shape, send):
+                raise RuntimeError(f"Orthanc did not send in {send} order: {matrix.verified[send]}")
+            for i in range(args.runs):
+                started = time.perf_counter()
+                order_matrix.bench_order(env, shape, send, matrix, i)
+                LOGGER.info("order (%s) run %d: %.1f s", send, i + 1, time.perf_counter() - started)
 
 
 def notes(shape: data.Shape, args: argparse.Namespace) -> str:

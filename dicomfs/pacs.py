@@ -52,6 +52,8 @@ STATUS_SUCCESS = 0x0000
 STATUS_PENDING = frozenset({0xFF00, 0xFF01})
 STATUS_WARNING = 0xB000
 STATUS_CANCEL = 0xFE00
+#: Message ID of our C-MOVE/C-GET requests: one per association, so C-CANCEL can name it.
+MESSAGE_ID = 1
 
 # PS3.8 9.3.4 A-ASSOCIATE-RJ Result: 1 rejected-permanent, 2 rejected-transient ("try again later":
 # temporary congestion or local limit exceeded, source 3).
@@ -412,23 +414,43 @@ class PacsClient:
         )
         return matches
 
-    def move(self, identifier: Dataset, destination: str) -> RetrieveOutcome:
-        """C-MOVE to ``destination`` (our storage SCP's AE title); sub-operations arrive there."""
+    def move(
+        self,
+        identifier: Dataset,
+        destination: str,
+        *,
+        progress: Callable[[], float] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> RetrieveOutcome:
+        """C-MOVE to ``destination`` (our storage SCP's AE title); sub-operations arrive there.
+
+        ``progress`` returns when (monotonic seconds) the caller last saw one of the retrieval's
+        C-STOREs land, ``cancelled`` whether it no longer wants the retrieval: see
+        :class:`ProgressWatch`. Raises PacsError when the PACS fails, is silent, or the retrieval
+        makes no progress for ``timeout`` seconds (it is then cancelled).
+        """
         model = _MODELS[self.model]["move"]
-        with self._association([(model, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]) as assoc:
-            return self._collect(assoc.send_c_move(identifier, destination, model), "C-MOVE")
+        contexts = [(model, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]
+        with (
+            self._association(contexts) as assoc,
+            ProgressWatch(assoc, model, self.address.timeout, progress, cancelled) as watch,
+        ):
+            return watch.collect(assoc.send_c_move(identifier, destination, model, msg_id=MESSAGE_ID))
 
     def get(
         self,
         identifier: Dataset,
         on_store: Callable[[evt.Event], int],
         storage_contexts: Sequence[tuple[str, Sequence[str]]],
+        *,
+        progress: Callable[[], float] | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> RetrieveOutcome:
         """C-GET: the PACS sends C-STOREs on this same association, to ``on_store``.
 
         ``storage_contexts`` are (SOP class, transfer syntaxes) pairs, at most ``MAX_CONTEXTS - 1``
         (see ``negotiation``); we take the SCP role for each class. The outcome says which pairs
-        the PACS accepted.
+        the PACS accepted. ``progress`` and ``cancelled`` as for :meth:`move`.
         """
         model = _MODELS[self.model]["get"]
         uncompressed = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
@@ -439,29 +461,139 @@ class PacsClient:
         # classes, or the PACS may not send C-STOREs over them.
         roles = [build_role(uid, scp_role=True) for uid in classes]
         handlers = [(evt.EVT_C_STORE, on_store)]
-        with self._association(contexts, roles=roles, handlers=handlers) as assoc:
+        with (
+            self._association(contexts, roles=roles, handlers=handlers) as assoc,
+            ProgressWatch(assoc, model, self.address.timeout, progress, cancelled) as watch,
+        ):
             storage = [cx for cx in assoc.accepted_contexts if str(cx.abstract_syntax) != model]
             _take_scp_role(storage)
             accepted = tuple((str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in storage)
-            outcome = self._collect(assoc.send_c_get(identifier, model), "C-GET")
+            outcome = watch.collect(assoc.send_c_get(identifier, model, msg_id=MESSAGE_ID))
         return dataclasses.replace(outcome, accepted=accepted)
 
-    @staticmethod
-    def _collect(responses: Iterator[tuple[Dataset, Dataset | None]], service: str) -> RetrieveOutcome:
+
+class ProgressWatch:
+    """Bounds a C-MOVE/C-GET by its progress instead of a fixed DIMSE timeout.
+
+    Pending responses are optional (PS3.4 C.4.2.1.4): a PACS may store for minutes and answer
+    once at the end, so a response timeout would abort a retrieval that is working, and later
+    C-STOREs would be refused. And a PACS may send Pending forever without storing anything. So
+    pynetdicom's DIMSE timeout is lifted for the wait, and a thread watches instead: progress is
+    a C-STORE landing (``progress``) or a Pending response whose sub-operation counts changed.
+    After ``timeout`` seconds without progress, or when ``cancelled()`` says the caller gave up,
+    it sends C-CANCEL (PS3.7 9.3.2.3); if no final response follows within ``CANCEL_GRACE_S``
+    (at once when the PACS never sent a response: it is not listening), it aborts the
+    association, which ends the wait (pynetdicom then yields an empty status).
+    """
+
+    #: Seconds a PACS has to answer C-CANCEL with its final (Cancel) response before A-ABORT.
+    CANCEL_GRACE_S = 2.0
+
+    def __init__(
+        self,
+        assoc: Any,
+        model: str,
+        timeout: float,
+        progress: Callable[[], float] | None,
+        cancelled: Callable[[], bool] | None,
+    ) -> None:
+        self._assoc = assoc
+        self._model = model
+        self._timeout = timeout
+        self._progress = progress
+        self._cancelled = cancelled
+        self._last = time.monotonic()
+        self._counts: tuple[int, ...] | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="progress-watch", daemon=True)
+        self.reason: str | None = None
+
+    def __enter__(self) -> ProgressWatch:
+        self._assoc.dimse_timeout = None  # bounded by this watch instead
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
+        self._thread.join(timeout=self._timeout + self.CANCEL_GRACE_S)
+
+    def _idle(self, now: float) -> float:
+        last = self._last
+        if self._progress is not None:
+            last = max(last, self._progress())
+        return now - last
+
+    def _run(self) -> None:
+        interval = max(0.05, min(0.25, self._timeout / 8))
+        cancel_sent = 0.0
+        while not self._done.wait(interval):
+            now = time.monotonic()
+            if cancel_sent:
+                if now - cancel_sent >= min(self.CANCEL_GRACE_S, self._timeout):
+                    self._abort()
+                    return
+                continue
+            idle = self._idle(now)
+            if self._cancelled is not None and self._cancelled():
+                self.reason = "the retrieval was abandoned"
+            elif idle > self._timeout:
+                self.reason = f"no progress for {idle:.0f} s (no C-STORE, no sub-operation counted)"
+            else:
+                continue
+            cancel_sent = now
+            try:
+                self._assoc.send_c_cancel(MESSAGE_ID, query_model=self._model)
+            except Exception:  # the association may be gone already; the abort follows anyway
+                LOGGER.debug("C-CANCEL not sent", exc_info=True)
+            if self._counts is None:  # a PACS that never answered will not answer C-CANCEL either
+                self._abort()
+                return
+
+    def _abort(self) -> None:
+        LOGGER.debug("no final response to C-CANCEL; aborting the association")
+        self._assoc.abort()
+        # Wake the reader blocked on the DIMSE queue (pynetdicom's own abort paths put the same
+        # marker there when the peer goes).
+        self._assoc.dimse.msg_queue.put((None, None))
+
+    def responded(self, status: Dataset) -> None:
+        """A Pending response: progress only when its sub-operation counts changed."""
+        counts = tuple(
+            int(status.get(keyword, 0) or 0)
+            for keyword in (
+                "NumberOfRemainingSuboperations",
+                "NumberOfCompletedSuboperations",
+                "NumberOfFailedSuboperations",
+                "NumberOfWarningSuboperations",
+            )
+        )
+        if counts != self._counts:
+            self._counts = counts
+            self._last = time.monotonic()
+
+    def collect(self, responses: Iterator[tuple[Dataset, Dataset | None]]) -> RetrieveOutcome:
         """Drain C-MOVE/C-GET responses to the final one (PS3.4 C.4.2.1.4)."""
         final: Dataset | None = None
-        for status, _identifier in responses:
-            code = _status_of(status)
-            if code not in STATUS_PENDING:
-                final = status
-                break
+        try:
+            for status, _identifier in responses:
+                code = _status_of(status)
+                if code not in STATUS_PENDING:
+                    final = status
+                    break
+                self.responded(status)
+        except PacsError as exc:
+            if self.reason:
+                raise PacsError(f"retrieval cancelled: {self.reason}") from exc
+            raise
         if final is None:
-            raise PacsError(f"{service} ended without a final response")
+            raise PacsError("the retrieval ended without a final response")
         outcome = RetrieveOutcome(
             status=int(final.Status),
             completed=int(final.get("NumberOfCompletedSuboperations", 0) or 0),
             failed=int(final.get("NumberOfFailedSuboperations", 0) or 0),
             warning=int(final.get("NumberOfWarningSuboperations", 0) or 0),
         )
-        LOGGER.debug("%s final status 0x%04X: %s", service, outcome.status, outcome)
+        LOGGER.debug("final status 0x%04X: %s", outcome.status, outcome)
+        if self.reason and outcome.status == STATUS_CANCEL:
+            raise PacsError(f"retrieval cancelled: {self.reason}")
         return outcome

@@ -6,7 +6,10 @@ at a time per association and waits for each C-STORE response; where that round 
 ceiling (a slow link), the ``parallel`` option splits a large series into *parts* (IMAGE-level
 retrievals of a list of SOP Instance UIDs, PS3.4 C.4.2.2.1) on parallel associations. Each waiter
 is released as soon as *its* instance has landed; a reader whose instance is far down the stream
-gets it *hurried*: retrieved on its own, ahead of the queue.
+(by the send order learnt from what has arrived, see ``sendorder``) gets it *hurried*: retrieved
+on its own, ahead of the queue, at most ``sendorder.MAX_HURRIED`` times per series. A retrieval
+lasts while it makes progress (``pacs.ProgressWatch``); a job whose readers see none for long is
+abandoned, so the next reader starts a new one.
 
 Workers take tasks from one priority queue, so retrieval associations never exceed the number of
 workers. Lock order: ``RetrievalScheduler._lock`` before ``SeriesJob._cond``, never the other way;
@@ -30,6 +33,7 @@ from dicomfs.errors import FailedFast, PacsError, RetrievalFailed
 from dicomfs.model import InstanceKey
 from dicomfs.offers import Offer, OfferPlanner
 from dicomfs.pacs import STATUS_SUCCESS, PacsClient, RetrieveOutcome
+from dicomfs.sendorder import MAX_HURRIED, Stream, updated_round_trip, worth_hurrying
 from dicomfs.storescp import InstanceReceiver
 
 LOGGER = logging.getLogger(__name__)
@@ -38,13 +42,9 @@ LOGGER = logging.getLogger(__name__)
 #: pay for their extra associations.
 MIN_PART_SIZE = 24
 
-#: How long a reader waits for its instance to come with the stream before it may be hurried,
-#: and how many instances must still be due before it in its part: a reader right behind the
-#: stream (`cp`, `ls -l`) is never hurried, which would only slow the stream down.
-HURRY_AFTER_S = 0.05
-HURRY_MIN_AHEAD = 8
-#: ... and with this many due before it, it is hurried at once (a viewer opening a late image).
-HURRY_AT_ONCE_AHEAD = 32
+#: How often a waiting reader reconsiders hurrying (the stream's order and rate change as
+#: instances arrive; every arrival wakes the readers, and the estimate costs a scan of the part).
+HURRY_CHECK_S = 0.1
 
 PRIORITY_HURRIED, PRIORITY_PART = 0, 1
 
@@ -71,10 +71,19 @@ class SeriesRef:
         return InstanceKey(self.study_uid, self.series_uid, sop_uid)
 
 
-class SeriesJob:
-    """One retrieval of one series, in parts, and the instances it has delivered so far."""
+class Stalled(RetrievalFailed):
+    """A running retrieval showed no progress for too long; its job is abandoned."""
 
-    def __init__(self, ref: SeriesRef, sop_uids: Sequence[str]) -> None:
+
+class SeriesJob:
+    """One retrieval of one series, in parts, and the instances it has delivered so far.
+
+    ``clock`` (monotonic seconds) is injectable so the hurry policy can be tested without waiting.
+    """
+
+    def __init__(
+        self, ref: SeriesRef, sop_uids: Sequence[str], clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.ref = ref
         self.order = tuple(dict.fromkeys(sop_uids))
         self.parts: list[tuple[str, ...]] = []
@@ -82,50 +91,135 @@ class SeriesJob:
         self.sizes: dict[str, int] = {}
         self.lost_reasons: dict[str, str] = {}
         self.errors: list[str] = []
-        self.hurried: set[str] = set()
+        self.hurried: dict[str, float] = {}  # SOP Instance UID -> when it was hurried
         self.pending_parts = 0
         self.finished = False
         self.error: str | None = None
+        self._clock = clock
         self.started_at = 0.0
-        self.last_activity = time.monotonic()
+        self.last_activity = clock()
         self.sop_classes: list[str] | None = None
         self.probe_lock = threading.Lock()
+        self._streams: dict[str, Stream] = {}  # SOP Instance UID -> the stream that sends it
+        self._round_trip: float | None = None  # measured on hurried retrievals
         self._cond = threading.Condition()
 
     # InstanceSink, called from the receiving threads
     def landed(self, sop_uid: str, size: int) -> None:
         with self._cond:
+            now = self._clock()
+            if sop_uid not in self.sizes:
+                hurried_at = self.hurried.get(sop_uid)
+                if hurried_at is not None:
+                    self._round_trip = updated_round_trip(self._round_trip, now - hurried_at)
+                elif (stream := self._streams.get(sop_uid)) is not None:
+                    stream.arrived(sop_uid, now)
             self.sizes[sop_uid] = size
             self.lost_reasons.pop(sop_uid, None)
-            self.last_activity = time.monotonic()
+            self.last_activity = now
             self._cond.notify_all()
 
     def lost(self, sop_uid: str, reason: str) -> None:
         with self._cond:
             self.lost_reasons[sop_uid] = reason
-            self.last_activity = time.monotonic()
+            self.last_activity = self._clock()
             self._cond.notify_all()
-
-    def due_before(self, sop_uid: str) -> int:
-        """How many instances its part still has to send before ``sop_uid`` (in listing order)."""
-        for part in self.parts or [self.order]:
-            members = part or self.order
-            if sop_uid in members:
-                index = members.index(sop_uid)
-                return sum(1 for uid in members[:index] if uid not in self.sizes)
-        return 0
 
     def touch(self) -> None:
         with self._cond:
             if not self.started_at:
-                self.started_at = time.monotonic()
-            self.last_activity = time.monotonic()
+                self.started_at = self._clock()
+            self.last_activity = self._clock()
+
+    def begin(self, part: tuple[str, ...]) -> None:
+        """A worker sends the C-MOVE/C-GET of ``part`` (() is the whole series): a new stream."""
+        self.touch()
+        with self._cond:
+            stream = Stream(part or self.order, self._clock())
+            for sop_uid in stream.members:
+                self._streams[sop_uid] = stream
+
+    def mark_hurried(self, sop_uid: str) -> bool:
+        """Record a hurried retrieval of ``sop_uid``; False when it is not worth one any more."""
+        with self._cond:
+            if self.finished or sop_uid in self.sizes or sop_uid in self.hurried:
+                return False
+            if len(self.hurried) >= MAX_HURRIED:
+                return False
+            self.hurried[sop_uid] = self._clock()
+            return True
+
+    def expected_wait(self, sop_uid: str) -> float | None:
+        """Seconds until the stream should deliver ``sop_uid``; None while that is unknown."""
+        with self._cond:
+            stream = self._streams.get(sop_uid)
+            if stream is None:
+                return None
+            return stream.expected_wait(sop_uid, self.sizes, self._clock())
+
+    def round_trip(self) -> float | None:
+        """A single-instance retrieval's expected duration: measured, else a stream's first store."""
+        with self._cond:
+            if self._round_trip is not None:
+                return self._round_trip
+            latencies = [s.first_store_latency() for s in set(self._streams.values())]
+            known = [latency for latency in latencies if latency is not None]
+            return min(known) if known else None
+
+    def stream_arrivals(self, sop_uid: str) -> int:
+        """How many instances the stream that sends ``sop_uid`` has delivered so far."""
+        with self._cond:
+            stream = self._streams.get(sop_uid)
+            return stream.arrivals if stream is not None else 0
+
+    def worth_hurrying(self, sop_uid: str, passed: int = 0) -> bool:
+        """The hurry rule (``sendorder.worth_hurrying``) for a reader that has seen ``passed``
+        other instances arrive while it waited."""
+        with self._cond:
+            if self.finished or sop_uid in self.sizes or sop_uid in self.hurried:
+                return False
+            stream = self._streams.get(sop_uid)
+            if stream is None:
+                return False
+            return worth_hurrying(
+                stream.expected_wait(sop_uid, self.sizes, self._clock()),
+                self.round_trip(),
+                len(self.hurried),
+                predictable=stream.predictable(),
+                passed=passed,
+            )
 
     def finish(self, error: str | None) -> None:
         with self._cond:
+            if self.finished:
+                return
             self.error = error
             self.finished = True
             self._cond.notify_all()
+
+    def await_late(self, wanted: Sequence[str], reported: int, grace_s: float) -> int:
+        """Wait for C-STOREs the PACS reported as done before sending them; how many arrived late.
+
+        An asynchronous C-MOVE SCP (Orthanc with ``SynchronousCMove`` false) answers Success with
+        N completed sub-operations and sends the C-STOREs afterwards. While fewer than
+        ``reported`` of ``wanted`` have arrived, wait; each arrival extends the wait by
+        ``grace_s`` (C-STOREs are progress), so it ends ``grace_s`` after the last one.
+        """
+        with self._cond:
+
+            def arrived() -> int:
+                return sum(1 for uid in wanted if uid in self.sizes or uid in self.lost_reasons)
+
+            before = arrived()
+            count = before
+            answered = self._clock()
+            while count < reported and count < len(wanted) and not self.finished:
+                idle = self._clock() - max(self.last_activity, answered)
+                if idle >= grace_s:
+                    break
+                self._cond.wait(timeout=grace_s - idle)
+                count = arrived()
+            return count - before
 
     def _outcome_for(self, sop_uid: str) -> int | None:
         """The size if landed; raises once it cannot arrive; None while it still may."""
@@ -136,26 +230,35 @@ class SeriesJob:
             raise RetrievalFailed(f"{sop_uid}: {reason}")
         return None
 
-    def wait_for(self, sop_uid: str, stall_s: float, hurry: Callable[[], None]) -> int:
+    def wait_for(self, sop_uid: str, stall_s: float, hurry: Callable[[], object]) -> int:
         """Block until ``sop_uid`` has landed; RetrievalFailed when it cannot arrive any more.
 
-        After ``HURRY_AFTER_S`` the instance is hurried once. A running retrieval that shows no
-        progress for ``stall_s`` counts as failed: a belt to the braces of the network timeouts,
-        so that no FUSE call ever waits without bound.
+        Every ``HURRY_CHECK_S`` the reader reconsiders the hurry rule and calls ``hurry`` once
+        it holds (at most once). A running retrieval that shows no progress for ``stall_s``
+        raises :class:`Stalled`: a belt to the braces of the retrieval's own progress watch
+        (``pacs``), so that no FUSE call ever waits without bound.
         """
-        hurry_at = time.monotonic() + HURRY_AFTER_S
+        next_check = 0.0
         hurried = False
+        seen = self.stream_arrivals(sop_uid)  # before its stream began this stays 0: a new stream
         while True:
             with self._cond:
                 size = self._outcome_for(sop_uid)
                 if size is not None:
                     return size
-                now = time.monotonic()
+                now = self._clock()
                 idle = now - self.last_activity
                 if self.started_at and idle > stall_s:
-                    raise RetrievalFailed(f"{sop_uid}: no progress for {idle:.0f} s")
-                if hurried or now < hurry_at:
-                    wake = hurry_at if not hurried else now + max(0.05, stall_s - idle)
+                    raise Stalled(f"{sop_uid}: no progress for {idle:.0f} s")
+                wanted = False
+                if not hurried and now >= next_check:
+                    next_check = now + HURRY_CHECK_S
+                    wanted = self.worth_hurrying(sop_uid, self.stream_arrivals(sop_uid) - seen)
+                    hurried = len(self.hurried) >= MAX_HURRIED  # nothing left to decide
+                if not wanted:
+                    wake = now + max(0.05, stall_s - idle)
+                    if not hurried:
+                        wake = min(wake, next_check)
                     self._cond.wait(timeout=max(0.001, wake - now))
                     continue
             hurried = True
@@ -232,9 +335,28 @@ class RetrievalScheduler:
         if size is not None:
             return size
         job = self._job_for(ref, series_sop_uids or [sop_uid])
-        if job.due_before(sop_uid) >= HURRY_AT_ONCE_AHEAD:  # far down the stream: do not even wait
-            self._hurry(job, sop_uid)
-        return job.wait_for(sop_uid, stall_s=2 * self._timeout + 5, hurry=lambda: self._hurry(job, sop_uid))
+        try:
+            return job.wait_for(
+                sop_uid, stall_s=2 * self._timeout + 5, hurry=lambda: self._hurry(job, sop_uid)
+            )
+        except Stalled as exc:
+            self._abandon(job, str(exc))
+            raise
+
+    def _abandon(self, job: SeriesJob, reason: str) -> None:
+        """End a job that makes no progress: its waiters fail, the next reader starts a new one.
+
+        Its running retrievals see ``job.finished`` and are cancelled by their progress watch
+        (C-CANCEL, then A-ABORT: ``pacs``), which frees their workers.
+        """
+        with self._lock:
+            if job.finished:  # another waiter of the job abandoned it first (one log line)
+                return
+            if self._jobs.get(job.ref) is job:
+                del self._jobs[job.ref]
+                self._receiver.forget((job.ref.study_uid, job.ref.series_uid), job.expected)
+            job.finish(reason)
+        LOGGER.warning("series %s: retrieval abandoned: %s", job.ref.series_uid, reason)
 
     def _job_for(self, ref: SeriesRef, sop_uids: Sequence[str]) -> SeriesJob:
         health = self._client.health
@@ -266,15 +388,19 @@ class RetrievalScheduler:
         return [order[start : start + size] for start in range(0, len(order), size)]
 
     def _hurry(self, job: SeriesJob, sop_uid: str) -> None:
-        """Retrieve one instance on its own, ahead of the queued parts (first byte fast)."""
+        """Retrieve one instance on its own, ahead of the queued parts (see ``sendorder``)."""
         with self._lock:
-            small = len(job.order) < MIN_PART_SIZE  # arrives in a moment anyway
-            if small or job.finished or sop_uid in job.hurried or sop_uid in job.sizes:
+            if not job.mark_hurried(sop_uid):
                 return
-            if job.due_before(sop_uid) < HURRY_MIN_AHEAD:
-                return
-            job.hurried.add(sop_uid)
             self._submit(job, (sop_uid,), PRIORITY_HURRIED)
+        # At most sendorder.MAX_HURRIED lines per series.
+        LOGGER.info(
+            "series %s: hurrying %s ahead of the stream (%d of at most %d)",
+            job.ref.series_uid,
+            sop_uid,
+            len(job.hurried),
+            MAX_HURRIED,
+        )
 
     def _submit(self, job: SeriesJob, sop_uids: tuple[str, ...], priority: int) -> None:
         """Queue a part of ``job``; the caller holds ``_lock``."""
@@ -292,7 +418,10 @@ class RetrievalScheduler:
             error: str | None = None
             try:
                 if not job.finished:
-                    job.touch()
+                    if task.priority == PRIORITY_PART:
+                        job.begin(task.sop_uids)
+                    else:
+                        job.touch()
                     error = self._attempt_all(job, task.sop_uids)
             except Exception as exc:  # a worker must always finish its part, or waiters would hang
                 LOGGER.exception("retrieval of series %s crashed", job.ref.series_uid)
@@ -395,9 +524,32 @@ class RetrievalScheduler:
         identifier = self._identifier(ref, "IMAGE" if sop_uids else "SERIES")
         if sop_uids:
             identifier.SOPInstanceUID = list(sop_uids) if len(sop_uids) > 1 else sop_uids[0]
+
+        # A retrieval lasts while C-STOREs land for the job (its progress), not for a fixed time:
+        # Pending responses are optional (PS3.4 C.4.2.1.4). An abandoned job's retrievals end.
+        def progress() -> float:
+            return job.last_activity
+
+        def cancelled() -> bool:
+            return job.finished
+
         if offer is not None:
-            return self._client.get(identifier, self._receiver.handle_store, offer.contexts)
-        return self._client.move(identifier, self._destination)
+            return self._client.get(
+                identifier,
+                self._receiver.handle_store,
+                offer.contexts,
+                progress=progress,
+                cancelled=cancelled,
+            )
+        outcome = self._client.move(identifier, self._destination, progress=progress, cancelled=cancelled)
+        late = job.await_late(sop_uids or job.order, outcome.completed + outcome.warning, self._timeout)
+        if late:
+            LOGGER.info(
+                "series %s: %d instances arrived after the final C-MOVE response (asynchronous C-MOVE)",
+                ref.series_uid,
+                late,
+            )
+        return outcome
 
     def _identifier(self, ref: SeriesRef, level: str) -> Dataset:
         """The unique keys of the series at ``level`` (Patient Root needs the Patient ID too)."""

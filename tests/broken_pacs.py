@@ -13,12 +13,14 @@ usual.
 
 from __future__ import annotations
 
+import collections
 import copy
 import enum
 import logging
 import ssl
 import struct
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ import pynetdicom.association
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, build_context, evt
+from pynetdicom.dimse_primitives import C_GET, C_MOVE
 
 from dicomfs.samples import deterministic_uid, make_instance
 from tests.conftest import DICOMFS_AET
@@ -53,6 +56,8 @@ UNCOMPRESSED: list[str] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 
 #: How long a silent handler hangs at most, so that no association thread outlives a test run.
 SILENCE_LIMIT_S = 60.0
+#: Pending responses of ``Behaviour.PENDING_FOREVER`` come this often (seconds).
+PENDING_INTERVAL_S = 1.0
 
 
 class Behaviour(enum.Enum):
@@ -68,6 +73,11 @@ class Behaviour(enum.Enum):
     UNPARSEABLE = "unparseable"  # the last is announced but the bytes do not parse
     MALFORMED_FIND = "malformed-find"  # C-FIND adds rows without UID, duplicated, of another level
     FIRST_THEN_SILENT = "first-then-silent"  # C-GET sends the first instance, then nothing more
+    # Retrieval pacing (issue #9), answered with raw DIMSE responses (pynetdicom's own C-MOVE SCP
+    # always sends a Pending after each C-STORE and stops at C-CANCEL):
+    PENDING_FOREVER = "pending-forever"  # Pending every second, never a C-STORE; C-CANCEL ignored
+    SLOW_NO_PENDING = "slow-no-pending"  # C-STOREs `store_interval_s` apart, no Pending, then final
+    LATE_STORES = "late-stores"  # C-MOVE: final Success with N completed first, C-STOREs after
 
 
 class ForgedInstance(Dataset):
@@ -208,6 +218,11 @@ class BrokenPacs:
         self.move_port = 0  # where C-MOVE sends its C-STOREs, whatever the destination AE
         self.host = "127.0.0.1"
         self.ae_title = AE_TITLE
+        self.store_interval_s = 2.0  # Behaviour.SLOW_NO_PENDING: seconds between C-STOREs
+        self.requests: collections.Counter[str] = collections.Counter()  # "C-MOVE", "C-GET", ...
+        self.cancels = 0  # C-CANCELs seen by PENDING_FOREVER handlers
+        self._count_lock = threading.Lock()
+        self._late: list[threading.Thread] = []
 
     @property
     def behaviour(self) -> Behaviour:
@@ -216,7 +231,12 @@ class BrokenPacs:
     @behaviour.setter
     def behaviour(self, value: Behaviour) -> None:
         self._behaviour = value
-        if value in (Behaviour.SILENT_FIND, Behaviour.SILENT_RETRIEVE, Behaviour.FIRST_THEN_SILENT):
+        if value in (
+            Behaviour.SILENT_FIND,
+            Behaviour.SILENT_RETRIEVE,
+            Behaviour.FIRST_THEN_SILENT,
+            Behaviour.PENDING_FOREVER,
+        ):
             self._wake.clear()
         else:
             self._wake.set()
@@ -247,6 +267,8 @@ class BrokenPacs:
 
     def stop(self) -> None:
         self._wake.set()
+        for thread in self._late:
+            thread.join(timeout=SILENCE_LIMIT_S)
         server, self._server = self._server, None
         if server is not None:
             server.shutdown()
@@ -284,8 +306,14 @@ class BrokenPacs:
             yield STATUS_PENDING, row
         yield STATUS_SUCCESS, None
 
+    def _count(self, what: str) -> None:
+        with self._count_lock:
+            self.requests[what] += 1
+
     def _handle_get(self, event: evt.Event) -> Iterator[Any]:
-        if self._behaviour is Behaviour.SILENT_RETRIEVE:
+        self._count("C-GET")
+        behaviour = self._behaviour
+        if behaviour is Behaviour.SILENT_RETRIEVE:
             self._hang(event)
             return
         if self._behaviour is Behaviour.FIRST_THEN_SILENT:
@@ -296,17 +324,128 @@ class BrokenPacs:
             self.first_sent.set()
             self._hang(event)
             return
+        if behaviour in (Behaviour.PENDING_FOREVER, Behaviour.SLOW_NO_PENDING):
+            yield from self._paced(event, behaviour, None)
+            return
         yield from self._send(select(event.identifier))
 
     def _handle_move(self, event: evt.Event) -> Iterator[Any]:
-        if self._behaviour is Behaviour.SILENT_RETRIEVE:
+        self._count("C-MOVE")
+        behaviour = self._behaviour
+        if behaviour is Behaviour.SILENT_RETRIEVE:
             self._hang(event)
+            return
+        if behaviour in (Behaviour.PENDING_FOREVER, Behaviour.SLOW_NO_PENDING, Behaviour.LATE_STORES):
+            yield from self._paced(event, behaviour, str(event.request.MoveDestination).strip())
             return
         options: dict[str, Any] = {"contexts": [build_context(CTImageStorage, UNCOMPRESSED)]}
         if self._move_ssl_context is not None:
             options["tls_args"] = (self._move_ssl_context, "127.0.0.1")
         yield "127.0.0.1", self.move_port, options
         yield from self._send(select(event.identifier))
+
+    # -- raw DIMSE pacing (PENDING_FOREVER, SLOW_NO_PENDING, LATE_STORES) -----------------------
+
+    def _paced(self, event: evt.Event, behaviour: Behaviour, destination: str | None) -> Iterator[Any]:
+        """Answer a C-MOVE (``destination`` set) or C-GET ourselves, paced as ``behaviour`` says.
+
+        Everything is sent before the first yield, with raw responses. Afterwards the handler
+        waits for the SCU's A-RELEASE and answers it itself, so pynetdicom, finding the association
+        no longer established, sends nothing more.
+        """
+        instances = select(event.identifier)
+        if behaviour is Behaviour.PENDING_FOREVER:
+            self._pend_forever(event, len(instances))
+            return
+        if behaviour is Behaviour.LATE_STORES and destination is not None:
+            self._respond(event, STATUS_SUCCESS, completed=len(instances))
+            thread = threading.Thread(target=self._store_late, args=(instances, destination), daemon=True)
+            self._late.append(thread)
+            thread.start()
+        else:
+            sent = self._store_slowly(event, instances, destination)
+            time.sleep(self.store_interval_s)  # the final response comes late too
+            self._respond(event, STATUS_SUCCESS, completed=sent)
+        self._await_release(event)
+        yield "127.0.0.1", self.move_port  # unused: the association is no longer established
+
+    def _respond(
+        self, event: evt.Event, status: int, *, remaining: int | None = None, completed: int = 0
+    ) -> None:
+        request: Any = event.request
+        response: Any = C_GET() if isinstance(request, C_GET) else C_MOVE()
+        response.MessageIDBeingRespondedTo = request.MessageID
+        response.AffectedSOPClassUID = request.AffectedSOPClassUID
+        response.Status = status
+        if remaining is not None:
+            response.NumberOfRemainingSuboperations = remaining
+        response.NumberOfCompletedSuboperations = completed
+        response.NumberOfFailedSuboperations = 0
+        response.NumberOfWarningSuboperations = 0
+        event.assoc.dimse.send_msg(response, event.context.context_id)
+
+    def _pend_forever(self, event: evt.Event, count: int) -> None:
+        """Pending (same counts) every PENDING_INTERVAL_S until woken, aborted or the limit."""
+        cancelled = False
+        deadline = time.monotonic() + SILENCE_LIMIT_S
+        while time.monotonic() < deadline and not event.assoc.acse.is_aborted():
+            if event.is_cancelled and not cancelled:
+                cancelled = True  # and ignored, as the misbehaving PACS of issue #9 does
+                with self._count_lock:
+                    self.cancels += 1
+            self._respond(event, 0xFF00, remaining=count)
+            if self._wake.wait(PENDING_INTERVAL_S):
+                event.assoc.abort()
+                return
+
+    def _store_slowly(self, event: evt.Event, instances: Sequence[Dataset], destination: str | None) -> int:
+        """C-STOREs ``store_interval_s`` apart, no Pending; over ``event.assoc`` for C-GET."""
+        if destination is None:
+            sent = 0
+            for number, ds in enumerate(instances):
+                if number:
+                    time.sleep(self.store_interval_s)
+                status = event.assoc.send_c_store(ds)
+                sent += int(getattr(status, "Status", -1) == STATUS_SUCCESS)
+            return sent
+        return self._store_to(destination, instances, self.store_interval_s)
+
+    def _store_late(self, instances: Sequence[Dataset], destination: str) -> None:
+        time.sleep(0.5)  # after the final response, as an asynchronous mover does
+        self._store_to(destination, instances, 0.2)
+
+    def _store_to(self, destination: str, instances: Sequence[Dataset], interval_s: float) -> int:
+        """C-STORE ``instances`` on our own association to the move destination (``move_port``)."""
+        ae = AE(ae_title=AE_TITLE)
+        ae.add_requested_context(CTImageStorage, UNCOMPRESSED)
+        assoc = ae.associate("127.0.0.1", self.move_port, ae_title=destination)
+        if not assoc.is_established:
+            LOGGER.warning("broken PACS: cannot reach the move destination")
+            return 0
+        sent = 0
+        try:
+            for number, ds in enumerate(instances):
+                if number:
+                    time.sleep(interval_s)
+                status = assoc.send_c_store(ds)
+                sent += int(getattr(status, "Status", -1) == STATUS_SUCCESS)
+        finally:
+            assoc.release()
+        return sent
+
+    @staticmethod
+    def _await_release(event: evt.Event) -> None:
+        """Answer the SCU's A-RELEASE ourselves (the reactor that would is running this handler)."""
+        assoc: Any = event.assoc
+        deadline = time.monotonic() + SILENCE_LIMIT_S
+        while time.monotonic() < deadline and not assoc.acse.is_aborted():
+            if assoc.acse.is_release_requested():
+                assoc.acse.send_release(is_response=True)
+                assoc.is_released = True
+                assoc.is_established = False
+                return
+            time.sleep(0.01)  # polling the ACSE, bounded by the deadline
+        assoc.abort()
 
     def _send(self, instances: Sequence[Dataset]) -> Iterator[Any]:
         """Sub-operations for ``instances``, spoilt at the last one as ``behaviour`` says."""

@@ -218,7 +218,8 @@ class ThrottledRelay:
     """A TCP relay from a free loopback port to ``target_port``, at most ``rate`` bytes/s each way.
 
     ``rate`` of 0 relays at full speed. Closing one side of a connection closes the other, so a
-    killed peer looks killed to the far end too.
+    killed peer looks killed to the far end too. ``connections`` counts the connections accepted
+    (one per DICOM association): how many associations a client opened, whatever their lifetime.
     """
 
     _CHUNK = 8192
@@ -231,6 +232,7 @@ class ThrottledRelay:
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._closed = False
+        self.connections = 0
         self._threads = [threading.Thread(target=self._accept, name="relay-accept", daemon=True)]
         self._threads[0].start()
 
@@ -240,6 +242,8 @@ class ThrottledRelay:
                 client, _addr = self._listener.accept()
             except OSError:
                 return  # listener closed
+            with self._lock:
+                self.connections += 1
             try:
                 upstream = socket.create_connection((HOST, self.target_port), timeout=5)
                 upstream.settimeout(None)

@@ -178,9 +178,16 @@ class OrthancServer(_ServerProcess):
     name = "orthanc"
 
     def __init__(
-        self, workdir: Path, ae_title: str = "ORTHANC", destinations: Sequence[MoveDestination] = ()
+        self,
+        workdir: Path,
+        ae_title: str = "ORTHANC",
+        destinations: Sequence[MoveDestination] = (),
+        *,
+        synchronous_move: bool = True,
     ) -> None:
+        """``synchronous_move`` False: C-MOVE answered at once, its C-STOREs sent by a job later."""
         super().__init__(workdir, ae_title, destinations)
+        self.synchronous_move = synchronous_move
         self.http_port = free_port()
         self.config_path = workdir / "orthanc.json"
         self._write_config()
@@ -219,7 +226,7 @@ class OrthancServer(_ServerProcess):
                 dest.ae_title.lower(): [dest.ae_title, dest.host, dest.port] for dest in self.destinations
             },
             "DicomScuTimeout": 10,
-            "SynchronousCMove": True,
+            "SynchronousCMove": self.synchronous_move,
             "SaveJobs": False,
             "StableAge": 1,
             "SyncStorageArea": False,  # test data: no fsync per instance
