@@ -149,14 +149,15 @@ def test_silent_pacs_read_fails_and_recovers(mount: Mount, broken: BrokenPacs) -
     files = files_by_uid(series_dirs(mount)[0])
     broken.behaviour = Behaviour.SILENT_RETRIEVE
     fails_with_eio(mount, Path.read_bytes, files[LAST_OF_A])
-    assert "no response from the PACS" in mount.log_text(), mount.log_text()
-    # `ls -l` right after: every file EIO, at most one more retrieval (it answers C-ECHO, so
-    # it is not "down"; a series that just failed is not asked for again within a second).
+    # The retrieval's progress watch (not a hang guard, not a crash) ended it: the log says so.
+    assert "retrieval cancelled: no progress" in mount.log_text(), mount.log_text()
+    # `ls -l` right after: every file EIO, and not one retrieval per stat (ls makes several calls
+    # per file): a failed series is asked for again only once the PACS has answered a check.
     listing = subprocess.run(["ls", "-l", str(files[LAST_OF_A].parent)], capture_output=True, text=True)
     assert listing.stderr.count("Input/output error") == len(files), listing.stderr
     lines = mount.log_text().splitlines()
     failed_retrievals = [line for line in lines if f"series {SERIES[0].uid}: " in line and "arrived)" in line]
-    assert 1 <= len(failed_retrievals) <= 2, failed_retrievals
+    assert 1 <= len(failed_retrievals) <= len(files), failed_retrievals
     broken.behaviour = Behaviour.NORMAL
     wait_until(lambda: _reads(files[LAST_OF_A]), 4 * TIMEOUT_S, "the file once the PACS answers")
     assert_serves(files[LAST_OF_A], LAST_OF_A)

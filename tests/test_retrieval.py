@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from dicomfs.errors import PacsError, RetrievalFailed
+from dicomfs.health import PacsHealth
 from dicomfs.pacs import RetrieveOutcome
 from dicomfs.retrieval import MIN_PART_SIZE, RetrievalScheduler, SeriesJob, SeriesRef, Stalled
 from tests.mounting import ends_within
@@ -94,10 +95,10 @@ class _Receiver:
     def __init__(self) -> None:
         self.sinks: dict[str, Any] = {}
 
-    def expect(self, sop_uids: Any, sink: Any) -> None:
+    def expect(self, series: Any, sop_uids: Any, sink: Any) -> None:
         self.sinks.update(dict.fromkeys(sop_uids, sink))
 
-    def forget(self, sop_uids: Any) -> None:
+    def forget(self, series: Any, sop_uids: Any) -> None:
         for uid in sop_uids:
             self.sinks.pop(uid, None)
 
@@ -119,6 +120,7 @@ class _StallingThenWorkingClient:
         self.receiver = receiver
         self.requests = 0
         self.cancelled_seen = threading.Event()
+        self.health = PacsHealth(lambda: None, where="test PACS")  # answers: never "down"
 
     def move(self, identifier: Any, destination: str, *, progress: Any, cancelled: Any) -> RetrieveOutcome:
         self.requests += 1
