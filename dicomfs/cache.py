@@ -68,11 +68,11 @@ MAX_REMEMBERED_FILES = 100_000
 
 #: First element of every instance's diskcache key. Entries of dicomfs 0.1, keyed by SOP Instance
 #: UID alone, never match a key of this format: they are not trusted, only evicted in time.
-_KEY_FORMAT = "i2"
+_KEY_FORMAT = "i3"
 
 
-def _disk_key(key: InstanceKey) -> tuple[str, str, str, str]:
-    return (_KEY_FORMAT, key.study_uid, key.series_uid, key.sop_uid)
+def _disk_key(key: InstanceKey) -> tuple[str, str, str, str, str]:
+    return (_KEY_FORMAT, key.patient_id.strip(), key.study_uid, key.series_uid, key.sop_uid)
 
 
 class InstanceStore:

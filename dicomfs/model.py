@@ -19,16 +19,23 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, order=True)
 class InstanceKey:
-    """One stored object: the UIDs of its study, its series and itself (PS3.3 C.12.1, C.7.3.1)."""
+    """One stored object: its Patient ID and the UIDs of its study, its series and itself
+    (PS3.3 C.7.1.1, C.7.2.1, C.7.3.1, C.12.1). Patient IDs are compared without the padding
+    spaces that PS3.5 6.2 (LO) says are not significant."""
 
+    patient_id: str
     study_uid: str
     series_uid: str
     sop_uid: str
 
     @property
-    def series(self) -> tuple[str, str]:
-        """(Study Instance UID, Series Instance UID) of the object's series."""
-        return (self.study_uid, self.series_uid)
+    def series(self) -> SeriesKey:
+        """(Patient ID, Study Instance UID, Series Instance UID) of the object's series."""
+        return (self.patient_id, self.study_uid, self.series_uid)
+
+
+#: (Patient ID, Study Instance UID, Series Instance UID) of a series, as the receiver routes by it.
+SeriesKey = tuple[str, str, str]
 
 
 @dataclass(frozen=True, order=True)

@@ -68,7 +68,7 @@ class SeriesRef:
 
     def instance(self, sop_uid: str) -> InstanceKey:
         """The key of one of the series' instances."""
-        return InstanceKey(self.study_uid, self.series_uid, sop_uid)
+        return InstanceKey(self.patient_id, self.study_uid, self.series_uid, sop_uid)
 
 
 class Stalled(RetrievalFailed):
@@ -354,7 +354,7 @@ class RetrievalScheduler:
                 return
             if self._jobs.get(job.ref) is job:
                 del self._jobs[job.ref]
-                self._receiver.forget((job.ref.study_uid, job.ref.series_uid), job.expected)
+                self._receiver.forget(job.ref.instance("").series, job.expected)
             job.finish(reason)
         LOGGER.warning("series %s: retrieval abandoned: %s", job.ref.series_uid, reason)
 
@@ -374,7 +374,7 @@ class RetrievalScheduler:
                 raise RetrievalFailed("retrieval is not running")
             job = SeriesJob(ref, sop_uids)
             self._jobs[ref] = job
-            self._receiver.expect((ref.study_uid, ref.series_uid), job.expected, job)
+            self._receiver.expect(ref.instance("").series, job.expected, job)
             job.parts = self._split(job.order)
             for part in job.parts:
                 self._submit(job, part, PRIORITY_PART)
@@ -439,7 +439,7 @@ class RetrievalScheduler:
                 uid for uid in job.order if uid not in job.sizes and job.ref.instance(uid) not in self._store
             ]
             final = None if not missing else (job.errors[-1] if job.errors else "the PACS did not send it")
-            self._receiver.forget((job.ref.study_uid, job.ref.series_uid), job.expected)
+            self._receiver.forget(job.ref.instance("").series, job.expected)
             if self._jobs.get(job.ref) is job:
                 del self._jobs[job.ref]
             self._failed_until.pop(job.ref, None)
@@ -477,9 +477,28 @@ class RetrievalScheduler:
         if self._method == "move":
             try:
                 outcome = self._retrieve(job, sop_uids, None)
+                error = self._judge(job, wanted, outcome)
+                missing = self._missing(job, wanted)
+                if (
+                    error is not None
+                    and not sop_uids
+                    and missing
+                    and not job.finished
+                    and outcome.status != 0xA801
+                ):
+                    # A PACS that keys series by Series Instance UID alone (Orthanc) answers a
+                    # SERIES-level request with another study's series of the same UID: ask for
+                    # the missing objects by their SOP Instance UIDs (PS3.4 C.4.2.2.1).
+                    LOGGER.info(
+                        "series %s: %s; asking for the %d missing instances by SOP Instance UID",
+                        job.ref.series_uid,
+                        error,
+                        len(missing),
+                    )
+                    outcome = self._retrieve(job, missing, None)
+                    error = self._judge(job, wanted, outcome)
             except PacsError as exc:
-                return str(exc)
-            error = self._judge(job, wanted, outcome)
+                return str(exc) if error is None else f"{error}; then: {exc}"
             if error is None or not outcome.failed:
                 return error
         planner = OfferPlanner(self._sop_classes(job))
@@ -492,9 +511,7 @@ class RetrievalScheduler:
                 log = LOGGER.info if warned else LOGGER.warning
                 log("series %s: %s; trying C-GET offering %s", job.ref.series_uid, error, offer.why)
                 warned = True
-            missing = tuple(
-                uid for uid in wanted if uid not in job.sizes and job.ref.instance(uid) not in self._store
-            )
+            missing = self._missing(job, wanted)
             part = missing if error is not None and 0 < len(missing) < len(wanted) else sop_uids
             try:
                 outcome = self._retrieve(job, part, offer)
@@ -509,6 +526,12 @@ class RetrievalScheduler:
                 planner.learn_classes(self._series_sop_classes(job))
             offer = planner.next()
         return error
+
+    def _missing(self, job: SeriesJob, wanted: Sequence[str]) -> tuple[str, ...]:
+        """The wanted instances of ``job`` that have neither landed nor are cached."""
+        return tuple(
+            uid for uid in wanted if uid not in job.sizes and job.ref.instance(uid) not in self._store
+        )
 
     def _retrieve(self, job: SeriesJob, sop_uids: tuple[str, ...], offer: Offer | None) -> RetrieveOutcome:
         """C-MOVE (``offer`` None) or C-GET of ``sop_uids`` (() = the series); whole series if

@@ -29,7 +29,7 @@ from pynetdicom.presentation import AllStoragePresentationContexts
 
 from dicomfs.cache import InstanceStore, discard
 from dicomfs.errors import StorageFull
-from dicomfs.model import InstanceKey
+from dicomfs.model import InstanceKey, SeriesKey
 from dicomfs.negotiation import TRANSFER_SYNTAXES
 from dicomfs.spool import spool_error
 from dicomfs.tuning import MAX_RECEIVE_PDU, tune_socket
@@ -57,9 +57,6 @@ STORE_CANNOT_UNDERSTAND = 0xC000
 #: 600 MB private blob before the pixels) are skipped, not loaded.
 _CHECK_DEFER_SIZE = 1024
 
-#: (Study Instance UID, Series Instance UID)
-SeriesUIDs = tuple[str, str]
-
 
 class InstanceSink(Protocol):
     """What a retrieval offers to be told about its instances."""
@@ -78,17 +75,19 @@ class InstanceReceiver:
 
     def __init__(self, store: InstanceStore) -> None:
         self._store = store
-        self._expected: dict[str, dict[SeriesUIDs, InstanceSink]] = {}
+        self._expected: dict[str, dict[SeriesKey, InstanceSink]] = {}
         self._lock = threading.Lock()
 
-    def expect(self, series: SeriesUIDs, sop_uids: Iterable[str], sink: InstanceSink) -> None:
+    def expect(self, series: SeriesKey, sop_uids: Iterable[str], sink: InstanceSink) -> None:
         """Accept C-STOREs of ``sop_uids`` belonging to ``series`` from now on, for ``sink``."""
+        series = _routing(series)
         with self._lock:
             for sop_uid in sop_uids:
                 self._expected.setdefault(sop_uid, {})[series] = sink
 
-    def forget(self, series: SeriesUIDs, sop_uids: Iterable[str]) -> None:
+    def forget(self, series: SeriesKey, sop_uids: Iterable[str]) -> None:
         """Refuse C-STOREs of ``sop_uids`` for ``series`` again."""
+        series = _routing(series)
         with self._lock:
             for sop_uid in sop_uids:
                 sinks = self._expected.get(sop_uid)
@@ -131,12 +130,12 @@ class InstanceReceiver:
             LOGGER.error("received %s but did not keep it: %s", sop_uid, exc)
             _tell_lost(sinks.values(), sop_uid, f"the PACS sent an object that is not it: {exc}")
             return STORE_CANNOT_UNDERSTAND
-        sink = sinks.get(key.series)
+        sink = sinks.get(_routing(key.series))
         if sink is None:
             discard(partial)
             reason = (
-                f"the PACS sent the object of study {key.study_uid}, series {key.series_uid} under "
-                "this SOP Instance UID, not the one of the series asked for"
+                f"the PACS sent the object of patient {key.patient_id!r}, study {key.study_uid}, "
+                f"series {key.series_uid} under this SOP Instance UID, not the one asked for"
             )
             LOGGER.error("received %s but did not keep it: %s", sop_uid, reason)
             _tell_lost(sinks.values(), sop_uid, reason)
@@ -211,13 +210,18 @@ def _drop_received(event: evt.Event) -> None:
             os.unlink(streamed)
 
 
+def _routing(series: SeriesKey) -> SeriesKey:
+    """A series key as routes compare it: Patient ID without its padding (PS3.5 6.2, LO)."""
+    return (series[0].strip(), series[1], series[2])
+
+
 def _tell_lost(sinks: Iterable[InstanceSink], sop_uid: str, reason: str) -> None:
     for sink in sinks:
         sink.lost(sop_uid, reason)
 
 
 def identify_instance(path: str | Path, sop_uid: str) -> InstanceKey:
-    """The Study, Series and SOP Instance UIDs of the DICOM file at ``path``.
+    """The Patient ID and the Study, Series and SOP Instance UIDs of the DICOM file at ``path``.
 
     Reads the header only (values over 1 KiB are skipped, pixel data never read).
 
@@ -232,7 +236,7 @@ def identify_instance(path: str | Path, sop_uid: str) -> InstanceKey:
             path,
             stop_before_pixels=True,
             defer_size=_CHECK_DEFER_SIZE,
-            specific_tags=["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"],
+            specific_tags=["PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"],
         )
     except Exception as exc:  # pydicom raises many types for garbage
         raise ValueError(f"does not parse as DICOM ({exc})") from exc
@@ -243,7 +247,8 @@ def identify_instance(path: str | Path, sop_uid: str) -> InstanceKey:
     series = str(header.get("SeriesInstanceUID", "") or "").strip()
     if not study or not series:
         raise ValueError("dataset carries no Study or Series Instance UID")
-    return InstanceKey(study, series, found)
+    patient_id = str(header.get("PatientID", "") or "").strip(" \x00")
+    return InstanceKey(patient_id, study, series, found)
 
 
 class StorageSCP:

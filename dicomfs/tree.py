@@ -81,7 +81,7 @@ class Entry:
     @property
     def instance(self) -> InstanceKey:
         """The stored object an instance entry stands for."""
-        return InstanceKey(self.study_uid, self.series_uid, self.sop_uid)
+        return InstanceKey(self.patient_id, self.study_uid, self.series_uid, self.sop_uid)
 
 
 @dataclass
@@ -474,11 +474,15 @@ class Tree:
         keys["PatientID"] = study.patient_id if self._client.model == "patient" else ""
         if study.patient_split:  # one Patient ID, several persons: which one's series is it?
             keys.update(IssuerOfPatientID="", PatientName="")
-        rows = unique_rows(self._find(identifier("SERIES", **keys)), "SeriesInstanceUID", "SERIES")
-        rows = of_parent(rows, "StudyInstanceUID", study.study_uid, study.name)
+        # Another parent's rows go first, duplicates after: one series filed under two patients
+        # is two rows with one UID, and the other patient's must not hide this one's.
+        rows = of_parent(
+            self._find(identifier("SERIES", **keys)), "StudyInstanceUID", study.study_uid, study.name
+        )
         rows = of_parent(rows, "PatientID", study.patient_id, study.name)
         if study.patient_split:
             rows = [row for row in rows if study.patient.admits(study.patient_id, *patient_of(row)[1:])]
+        rows = unique_rows(rows, "SeriesInstanceUID", "SERIES")
 
         def name_of(row: Row) -> str:
             return naming.series_dir_name(row["SeriesNumber"], row["Modality"], row["SeriesDescription"])
@@ -505,11 +509,14 @@ class Tree:
             "SOPInstanceUID": "",
             "InstanceNumber": "",
         }
-        if self._client.model == "patient":
-            keys["PatientID"] = series.patient_id
-        rows = unique_rows(self._find(identifier("IMAGE", **keys)), "SOPInstanceUID", "IMAGE")
+        # As for series: a return key in Study Root, so one series filed under two patients
+        # lists each patient only their own instances (PatientID is indexed by every PACS).
+        keys["PatientID"] = series.patient_id if self._client.model == "patient" else ""
+        rows = self._find(identifier("IMAGE", **keys))
         rows = of_parent(rows, "StudyInstanceUID", series.study_uid, series.name)
         rows = of_parent(rows, "SeriesInstanceUID", series.series_uid, series.name)
+        rows = of_parent(rows, "PatientID", series.patient_id, series.name)
+        rows = unique_rows(rows, "SOPInstanceUID", "IMAGE")
 
         def name_of(row: Row) -> str:
             return naming.instance_file_name(row["InstanceNumber"], row["SOPInstanceUID"])

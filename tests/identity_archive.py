@@ -115,3 +115,39 @@ def walk_files(root: Path) -> dict[Path, bytes]:
 def read_dataset(path: Path) -> bytes:
     """One file's data set bytes, read through the mount."""
     return dataset_bytes(path.read_bytes())
+
+
+def check_tree(root: Path, objects: Sequence[Obj], sources: dict[str, bytes]) -> None:
+    """Walk the mount twice and check that every file is the object of its path.
+
+    The first walk may find persons that share a Patient ID (the root is then listed anew and
+    names may change under it: a directory gone is fine, a mixed one is not). On the second walk
+    every object must be shown exactly once, byte for byte, under the patient, study, series and
+    file name that its own attributes give, and no patient directory may hold two persons.
+    """
+    by_token = {obj.token: obj for obj in objects}
+
+    def read_patient(patient: Path) -> list[str]:
+        tokens = []
+        for study in patient.iterdir():
+            for series in study.iterdir():
+                for path in series.iterdir():
+                    data = read_dataset(path)
+                    token = token_of(data)
+                    assert data == sources[token], path
+                    obj = by_token[token]
+                    where = f"{path} holds {obj}"
+                    assert f"({obj.patient_id})" in patient.name, where
+                    assert obj.study_description in study.name, where
+                    assert series.name.startswith(f"{obj.series_number:03d} {obj.modality}"), where
+                    assert path.name.startswith(f"{obj.instance_number:04d}"), where
+                    tokens.append(token)
+        persons = {(by_token[t].patient_id, by_token[t].issuer, by_token[t].patient_name) for t in tokens}
+        assert len(persons) <= 1, f"{patient.name} mixes {persons}"
+        return tokens
+
+    for patient in root.iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            read_patient(patient)
+    shown = [token for patient in root.iterdir() for token in read_patient(patient)]
+    assert sorted(shown) == sorted(sources), "every object is shown, and only once"

@@ -12,7 +12,7 @@ from dicomfs.model import InstanceKey
 
 
 def key(sop_uid: str, series_uid: str = "1.2.2") -> InstanceKey:
-    return InstanceKey("1.2.1", series_uid, sop_uid)
+    return InstanceKey("PAT", "1.2.1", series_uid, sop_uid)
 
 
 def write_partial(store: InstanceStore, data: bytes) -> str:

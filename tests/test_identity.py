@@ -17,8 +17,18 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.identity_archive import Obj, read_dataset, served_and_mounted, token_of, walk_files, write_archive
-from tests.mounting import Mount
+from tests.conftest import DICOMFS_AET
+from tests.identity_archive import (
+    Obj,
+    check_tree,
+    read_dataset,
+    served_and_mounted,
+    token_of,
+    walk_files,
+    write_archive,
+)
+from tests.mounting import Mount, mount_options, mounted
+from tests.pacs_servers import MoveDestination, OrthancServer, free_port
 
 MountAndSources = tuple[Mount, dict[str, bytes]]
 
@@ -48,7 +58,17 @@ STUDY_OF_TWO = [
     Obj("PA", "", "ALPHA^A", "1.2.826.7.8", "1.2.826.7.8.1", "1.2.826.7.8.1.1", "of A"),
     Obj("PB", "", "BETA^B", "1.2.826.7.8", "1.2.826.7.8.2", "1.2.826.7.8.2.1", "of B", series_number=2),
 ]
-ALL = [*SOP_TWIN, *ISSUERS, *NO_ISSUER, *SHARED_SERIES, *STUDY_OF_TWO]
+SERIES_OF_TWO = [  # one study and one series filed under two patients, an object each
+    Obj("PC", "", "GAMMA^C", "1.2.826.7.10", "1.2.826.7.10.1", "1.2.826.7.10.1.1", "shared"),
+    Obj(
+        "PD", "", "DELTA^D", "1.2.826.7.10", "1.2.826.7.10.1", "1.2.826.7.10.1.2", "shared", instance_number=2
+    ),
+]
+RESENT = [  # the same object UIDs under two patients (re-sent under the corrected patient)
+    Obj("PE", "", "EPSILON^E", "1.2.826.7.11", "1.2.826.7.11.1", "1.2.826.7.11.1.1", "resent"),
+    Obj("PF", "", "ZETA^F", "1.2.826.7.11", "1.2.826.7.11.1", "1.2.826.7.11.1.1", "resent"),
+]
+ALL = [*SOP_TWIN, *ISSUERS, *NO_ISSUER, *SHARED_SERIES, *STUDY_OF_TWO, *SERIES_OF_TWO, *RESENT]
 
 
 @pytest.fixture(scope="module", params=["move", "get"])
@@ -137,6 +157,61 @@ def test_a_series_uid_under_two_studies_lists_each_study_its_own_instances(
         expected = {o.token for o in SHARED_SERIES if o.study_description == name}
         assert len(list(series.iterdir())) == len(expected)
         assert check_every_file(series, sources) == expected
+
+
+@pytest.mark.parametrize("objects", [SERIES_OF_TWO, RESENT], ids=["series-of-two", "resent"])
+def test_a_series_filed_under_two_patients_shows_each_only_its_own_objects(
+    mount_and_sources: MountAndSources, objects: list[Obj]
+) -> None:
+    mount, sources = mount_and_sources
+    for obj in objects:
+        (patient,) = patient_dirs(mount.mountpoint, obj.patient_id)
+        assert check_every_file(patient, sources) == {obj.token}
+
+
+def test_every_object_is_under_its_own_path(mount_and_sources: MountAndSources) -> None:
+    mount, sources = mount_and_sources
+    check_tree(mount.mountpoint, ALL, sources)
+
+
+@pytest.fixture(scope="module")
+def orthanc_with_collisions(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[OrthancServer, int, dict[str, bytes]]]:
+    """Orthanc holding the colliding archive (it keys series and instances under their patient
+    and study, but matches a SERIES-level C-MOVE by the Series Instance UID alone)."""
+    folder = tmp_path_factory.mktemp("identity-orthanc-files")
+    objects = [*SOP_TWIN, *ISSUERS, *NO_ISSUER, *SHARED_SERIES, *STUDY_OF_TWO, *SERIES_OF_TWO]
+    sources = write_archive(folder, objects)
+    move_port = free_port()
+    server = OrthancServer(
+        tmp_path_factory.mktemp("identity-orthanc"),
+        destinations=[MoveDestination(DICOMFS_AET, "127.0.0.1", move_port)],
+    )
+    with server:
+        server.load(sorted(folder.iterdir()))
+        yield server, move_port, sources
+
+
+@pytest.mark.parametrize("retrieve", ["move", "get"])
+def test_orthanc_serves_every_object_under_its_own_path(
+    orthanc_with_collisions: tuple[OrthancServer, int, dict[str, bytes]], tmp_path: Path, retrieve: str
+) -> None:
+    server, move_port, sources = orthanc_with_collisions
+    options = mount_options(
+        serveraddress="127.0.0.1",
+        serverport=server.port,
+        aec=server.ae_title,
+        aet=DICOMFS_AET,
+        localport=move_port,
+        localaddress="127.0.0.1",
+        cachedir=tmp_path / "cache",
+        retrieve=retrieve,
+        timeout=20,
+    )
+    objects = [*SOP_TWIN, *ISSUERS, *NO_ISSUER, *SHARED_SERIES, *STUDY_OF_TWO, *SERIES_OF_TWO]
+    with mounted(tmp_path / "mnt", options) as mount:
+        check_tree(mount.mountpoint, objects, sources)
 
 
 def test_a_study_filed_under_two_patients_shows_each_only_its_own_series(
