@@ -31,10 +31,35 @@ def identifier(level: str, **keys: str) -> Dataset:
     return found
 
 
+#: The Patient ID exactly as the PACS sent it (the text drops padding): what to ask for it with.
+RAW_PATIENT_ID = "PatientID/raw"
+
+
 def read_rows(matches: Sequence[Dataset], asked: Dataset) -> list[Row]:
-    """The text of every key the query asked for (and the level), of every match."""
+    """The text of every key the query asked for (and the level), of every match.
+
+    A Patient ID also keeps its value as sent (:data:`RAW_PATIENT_ID`): a PACS that stored
+    ``" SP"`` matches a query for ``" SP"``, not for the ``"SP"`` the name shows.
+    """
     keywords = ["QueryRetrieveLevel", *(elem.keyword for elem in asked if elem.keyword)]
-    return [{keyword: naming.text_of(match, keyword) for keyword in keywords} for match in matches]
+    rows = []
+    for match in matches:
+        row = {keyword: naming.text_of(match, keyword) for keyword in keywords}
+        if "PatientID" in row:
+            row[RAW_PATIENT_ID] = _raw_text(match, "PatientID") or row["PatientID"]
+        rows.append(row)
+    return rows
+
+
+def _raw_text(match: Dataset, keyword: str) -> str:
+    """The value as sent, without its trailing padding only ('' when it is not plain ASCII)."""
+    element = match.get_item(keyword)
+    value = getattr(element, "value", None)
+    if isinstance(value, bytes) and value.isascii() and b"\\" not in value and b"\x1b" not in value:
+        return value.decode("ascii").rstrip(" \x00")
+    if isinstance(value, str) and "\\" not in value:
+        return value.rstrip(" \x00")
+    return ""
 
 
 def count(row: Row, keyword: str) -> int:

@@ -37,7 +37,7 @@ from dicomfs.model import InstanceKey, PatientKey, identify_patients
 from dicomfs.pacs import PacsClient
 from dicomfs.persons import SplitPatients
 from dicomfs.retrieval import RetrievalScheduler, SeriesRef
-from dicomfs.rows import Row, count, identifier, of_parent, patient_of, read_rows, unique_rows
+from dicomfs.rows import RAW_PATIENT_ID, Row, count, identifier, of_parent, patient_of, read_rows, unique_rows
 
 LOGGER = logging.getLogger(__name__)
 
@@ -71,6 +71,8 @@ class Entry:
     patient_name: str = ""
     #: The patient's own Patient Name and issuer as the PACS gave them (whose studies these are).
     shown_name: str = ""
+    #: The Patient ID as the PACS sent it, padding and all: what queries ask for.
+    patient_query_id: str = ""
 
     @property
     def patient(self) -> PatientKey:
@@ -129,6 +131,7 @@ def _patient_fields(parent: Entry) -> dict[str, str | bool]:
         "patient_split": parent.patient_split,
         "patient_by_name": parent.patient_by_name,
         "patient_name": parent.patient_name,
+        "patient_query_id": parent.patient_query_id,
     }
 
 
@@ -382,6 +385,7 @@ class Tree:
                 patient_by_name=key.by_name,
                 patient_name=key.name,
                 shown_name=row["PatientName"],
+                patient_query_id=row.get(RAW_PATIENT_ID) or key.patient_id,
                 mtime=mtime,
                 children_count=-1 if key.split else count(row, "NumberOfPatientRelatedStudies"),
             )
@@ -413,9 +417,18 @@ class Tree:
         person's studies, and the others become patients of their own at the root (remembered,
         and the root is asked for again).
         """
-        query = self._study_query(PatientID=patient.patient_id, PatientName="", IssuerOfPatientID="")
+        # Padding is not significant in a Patient ID (LO, PS3.5 6.2), but PACSes match it as
+        # stored: an ID sent with padding is asked for as sent and as shown (one more C-FIND).
+        asked = dict.fromkeys([patient.patient_query_id or patient.patient_id, patient.patient_id])
+        found = [
+            row
+            for patient_id in asked
+            for row in self._find(
+                self._study_query(PatientID=patient_id, PatientName="", IssuerOfPatientID="")
+            )
+        ]
         # The PACS matches wildcards and treats an empty ID as "any": keep exact matches only.
-        rows = [r for r in self._find(query) if r["PatientID"] == patient.patient_id]
+        rows = [r for r in found if r["PatientID"] == patient.patient_id]
         rows = unique_rows(rows, "StudyInstanceUID", "STUDY", also=("IssuerOfPatientID", "PatientName"))
         persons = identify_patients([patient_of(row) for row in rows])
         if len(set(persons)) > 1:
@@ -471,7 +484,9 @@ class Tree:
         }
         # Patient Root: the patient's unique key (PS3.4 C.6.1.2). Study Root: a return key only,
         # so that a study filed under two patients shows each only its own series.
-        keys["PatientID"] = study.patient_id if self._client.model == "patient" else ""
+        keys["PatientID"] = (
+            study.patient_query_id or study.patient_id if self._client.model == "patient" else ""
+        )
         if study.patient_split:  # one Patient ID, several persons: which one's series is it?
             keys.update(IssuerOfPatientID="", PatientName="")
         # Another parent's rows go first, duplicates after: one series filed under two patients
@@ -511,11 +526,17 @@ class Tree:
         }
         # As for series: a return key in Study Root, so one series filed under two patients
         # lists each patient only their own instances (PatientID is indexed by every PACS).
-        keys["PatientID"] = series.patient_id if self._client.model == "patient" else ""
+        keys["PatientID"] = (
+            series.patient_query_id or series.patient_id if self._client.model == "patient" else ""
+        )
+        if series.patient_split:  # one Patient ID, several persons: whose instance is it?
+            keys.update(IssuerOfPatientID="", PatientName="")
         rows = self._find(identifier("IMAGE", **keys))
         rows = of_parent(rows, "StudyInstanceUID", series.study_uid, series.name)
         rows = of_parent(rows, "SeriesInstanceUID", series.series_uid, series.name)
         rows = of_parent(rows, "PatientID", series.patient_id, series.name)
+        if series.patient_split:
+            rows = [row for row in rows if series.patient.admits(series.patient_id, *patient_of(row)[1:])]
         rows = unique_rows(rows, "SOPInstanceUID", "IMAGE")
 
         def name_of(row: Row) -> str:

@@ -137,7 +137,7 @@ def check_tree(root: Path, objects: Sequence[Obj], sources: dict[str, bytes]) ->
                     assert data == sources[token], path
                     obj = by_token[token]
                     where = f"{path} holds {obj}"
-                    assert f"({obj.patient_id})" in patient.name, where
+                    assert f"({obj.patient_id.strip()})" in patient.name, where
                     assert obj.study_description in study.name, where
                     assert series.name.startswith(f"{obj.series_number:03d} {obj.modality}"), where
                     assert path.name.startswith(f"{obj.instance_number:04d}"), where
