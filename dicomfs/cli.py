@@ -70,7 +70,10 @@ def configure_logging(opts: MountOptions) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # pynetdicom says a lot at INFO about every association; keep it for -d.
-    logging.getLogger("pynetdicom").setLevel(logging.DEBUG if opts.debug else logging.WARNING)
+    # Without -d only its critical lines: a refused connection or a rejected association is
+    # an ERROR line of pynetdicom's on every retry and every reachability check (thousands an
+    # hour while the PACS is down); dicomfs logs each cause once, in its own words.
+    logging.getLogger("pynetdicom").setLevel(logging.DEBUG if opts.debug else logging.CRITICAL)
     # pydicom warns (through `warnings` and its logger) on every badly encoded or over-long value
     # of a C-FIND answer; naming repairs them, so that is noise but for -d.
     warnings.filterwarnings("ignore", module="pydicom")
@@ -108,6 +111,10 @@ def mount(opts: MountOptions, hooks: Hooks = ()) -> int:
     try:
         mfusepy.FUSE(operations, opts.mountpoint, **fuse_kwargs(opts))
     except RuntimeError as exc:
+        if operations.served:
+            # libfuse's loop reports a non-zero status when a signal (SIGTERM, SIGINT) ended it;
+            # the mount was up and has been unmounted cleanly, which is what the user asked for.
+            return 0
         print(f"dicomfs: mounting {opts.mountpoint} failed (libfuse status {exc})", file=sys.stderr)
         return EXIT_MOUNT_FAILED
     return 0

@@ -120,6 +120,10 @@ class DicomFS(mfusepy.Operations):
 
     def destroy(self, path: str) -> None:
         self._services.stop()
+        self.served = True  # the mount was up and has been torn down cleanly
+
+    #: Set by destroy(): the FUSE loop ran and ended (by unmount or by a signal).
+    served = False
 
     # -- lookups ------------------------------------------------------------------------------
 

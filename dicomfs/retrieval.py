@@ -485,10 +485,12 @@ class RetrievalScheduler:
                     and missing
                     and not job.finished
                     and outcome.status != 0xA801
+                    and not outcome.failed
                 ):
                     # A PACS that keys series by Series Instance UID alone (Orthanc) answers a
                     # SERIES-level request with another study's series of the same UID: ask for
-                    # the missing objects by their SOP Instance UIDs (PS3.4 C.4.2.2.1).
+                    # the missing objects by their SOP Instance UIDs (PS3.4 C.4.2.2.1). Failed
+                    # sub-operations (a PACS that cannot convert) go to the C-GET offers instead.
                     LOGGER.info(
                         "series %s: %s; asking for the %d missing instances by SOP Instance UID",
                         job.ref.series_uid,

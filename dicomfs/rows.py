@@ -94,6 +94,18 @@ def unique_rows(
     return kept
 
 
+def of_level(rows: Sequence[Row], level: str) -> list[Row]:
+    """The rows at ``level`` (or that do not say): a row of another level is dropped, saying so."""
+    kept = []
+    for row in rows:
+        row_level = row.get("QueryRetrieveLevel", "").strip()
+        if row_level and row_level != level:
+            LOGGER.warning("skipping a C-FIND match at level %r in a %s listing", row_level, level)
+        else:
+            kept.append(row)
+    return kept
+
+
 def _identity_text(row: Row, keyword: str) -> str:
     value = row.get(keyword, "")
     return name_key(value) if keyword == "PatientName" else value.strip()

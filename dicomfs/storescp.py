@@ -27,6 +27,7 @@ import pydicom
 from pynetdicom import AE, _config, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 
+from dicomfs import naming
 from dicomfs.cache import InstanceStore, discard
 from dicomfs.errors import StorageFull
 from dicomfs.model import InstanceKey, SeriesKey
@@ -236,7 +237,13 @@ def identify_instance(path: str | Path, sop_uid: str) -> InstanceKey:
             path,
             stop_before_pixels=True,
             defer_size=_CHECK_DEFER_SIZE,
-            specific_tags=["PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"],
+            specific_tags=[
+                "SpecificCharacterSet",
+                "PatientID",
+                "StudyInstanceUID",
+                "SeriesInstanceUID",
+                "SOPInstanceUID",
+            ],
         )
     except Exception as exc:  # pydicom raises many types for garbage
         raise ValueError(f"does not parse as DICOM ({exc})") from exc
@@ -247,8 +254,8 @@ def identify_instance(path: str | Path, sop_uid: str) -> InstanceKey:
     series = str(header.get("SeriesInstanceUID", "") or "").strip()
     if not study or not series:
         raise ValueError("dataset carries no Study or Series Instance UID")
-    patient_id = str(header.get("PatientID", "") or "").strip(" \x00")
-    return InstanceKey(patient_id, study, series, found)
+    # The Patient ID as listings read it (a backslash is not a value separator for us, etc.).
+    return InstanceKey(naming.text_of(header, "PatientID"), study, series, found)
 
 
 class StorageSCP:
@@ -290,6 +297,10 @@ class StorageSCP:
         LOGGER.info("storage SCP %s listening on %s:%d", self._ae_title, *self._address)
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
+        """Stop listening and abort the associations still storing (shutdown() only stops
+        accepting): their objects would land in a partial folder that is about to go."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            for assoc in list(server.active_associations):
+                assoc.abort()

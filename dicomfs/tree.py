@@ -37,7 +37,17 @@ from dicomfs.model import InstanceKey, PatientKey, identify_patients
 from dicomfs.pacs import PacsClient
 from dicomfs.persons import SplitPatients
 from dicomfs.retrieval import RetrievalScheduler, SeriesRef
-from dicomfs.rows import RAW_PATIENT_ID, Row, count, identifier, of_parent, patient_of, read_rows, unique_rows
+from dicomfs.rows import (
+    RAW_PATIENT_ID,
+    Row,
+    count,
+    identifier,
+    of_level,
+    of_parent,
+    patient_of,
+    read_rows,
+    unique_rows,
+)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -491,9 +501,8 @@ class Tree:
             keys.update(IssuerOfPatientID="", PatientName="")
         # Another parent's rows go first, duplicates after: one series filed under two patients
         # is two rows with one UID, and the other patient's must not hide this one's.
-        rows = of_parent(
-            self._find(identifier("SERIES", **keys)), "StudyInstanceUID", study.study_uid, study.name
-        )
+        rows = of_level(self._find(identifier("SERIES", **keys)), "SERIES")
+        rows = of_parent(rows, "StudyInstanceUID", study.study_uid, study.name)
         rows = of_parent(rows, "PatientID", study.patient_id, study.name)
         if study.patient_split:
             rows = [row for row in rows if study.patient.admits(study.patient_id, *patient_of(row)[1:])]
@@ -531,7 +540,7 @@ class Tree:
         )
         if series.patient_split:  # one Patient ID, several persons: whose instance is it?
             keys.update(IssuerOfPatientID="", PatientName="")
-        rows = self._find(identifier("IMAGE", **keys))
+        rows = of_level(self._find(identifier("IMAGE", **keys)), "IMAGE")
         rows = of_parent(rows, "StudyInstanceUID", series.study_uid, series.name)
         rows = of_parent(rows, "SeriesInstanceUID", series.series_uid, series.name)
         rows = of_parent(rows, "PatientID", series.patient_id, series.name)

@@ -194,9 +194,11 @@ def test_signals_unmount_cleanly_and_close_the_storage_scp(
     with mounted(tmp_path / "mnt", options) as mount:
         assert os.listdir(mount.mountpoint)
         mount.process.send_signal(signum)
-        mount.process.wait(timeout=15)
+        status = mount.process.wait(timeout=15)
         assert not is_mounted(mount.mountpoint)
         assert "unmounted" in mount.log_text()
+        assert status == 0, mount.log_text()  # asked to stop, stopped cleanly: no failure
+        assert "failed" not in mount.log_text(), mount.log_text()
     with socket.socket() as probe:  # the storage SCP let go of its port
         probe.bind(("127.0.0.1", local_port))
 
