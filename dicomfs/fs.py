@@ -21,6 +21,7 @@ from dicomfs.errorlog import OncePerCause
 from dicomfs.errors import FailedFast, NotFound, PacsError, RetrievalFailed, StorageFull
 from dicomfs.fdreply import reply_with_fd
 from dicomfs.lookups import SeenPaths, ask_parallel_dirops, libfuse_version
+from dicomfs.session import SessionWatch
 from dicomfs.tree import INSTANCE, Entry, Tree
 
 LOGGER = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ class Services(Protocol):
     tree: Tree
 
     def start(self) -> None: ...
+
+    def end_retrievals(self) -> None: ...
 
     def stop(self) -> None: ...
 
@@ -109,6 +112,7 @@ class DicomFS(mfusepy.Operations):
         # Without FUSE_PARALLEL_DIROPS, LOOKUPs answer uncached instances at once (dicomfs.lookups).
         self.lookups_wait = True
         self._seen = SeenPaths()
+        self._session_watch: SessionWatch | None = None
 
     # -- lifecycle: threads start after libfuse has daemonized ---------------------------------
 
@@ -117,8 +121,13 @@ class DicomFS(mfusepy.Operations):
         if conn is not None:
             self.lookups_wait = ask_parallel_dirops(conn, config, loaded_libfuse_version())
         self._services.start()
+        # A signal or an unmount must not wait for the transfers that readers wait for.
+        self._session_watch = SessionWatch(mfusepy._libfuse, self._services.end_retrievals)
+        self._session_watch.start()
 
     def destroy(self, path: str) -> None:
+        if self._session_watch is not None:
+            self._session_watch.stop()
         self._services.stop()
         self.served = True  # the mount was up and has been torn down cleanly
 

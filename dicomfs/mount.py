@@ -108,6 +108,12 @@ class MountServices:
         self._started.append(self.tree.stop_prefetching)
         LOGGER.info("mounted %s at %s (retrieve=%s)", prefix, opts.mountpoint, opts.retrieve)
 
+    def end_retrievals(self) -> None:
+        """The session is ending: fail the readers that wait for retrievals, cancel those."""
+        scheduler = getattr(self, "scheduler", None)
+        if scheduler is not None:
+            scheduler.stop()
+
     def stop(self) -> None:
         while self._started:
             stop = self._started.pop()

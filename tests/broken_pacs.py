@@ -219,6 +219,7 @@ class BrokenPacs:
         self.host = "127.0.0.1"
         self.ae_title = AE_TITLE
         self.store_interval_s = 2.0  # Behaviour.SLOW_NO_PENDING: seconds between C-STOREs
+        self.stores_sent = 0  # C-STOREs of the paced behaviours that the destination accepted
         self.requests: collections.Counter[str] = collections.Counter()  # "C-MOVE", "C-GET", ...
         self.cancels = 0  # C-CANCELs seen by PENDING_FOREVER handlers
         self._count_lock = threading.Lock()
@@ -405,8 +406,11 @@ class BrokenPacs:
             for number, ds in enumerate(instances):
                 if number:
                     time.sleep(self.store_interval_s)
+                if not event.assoc.is_established:
+                    break
                 status = event.assoc.send_c_store(ds)
                 sent += int(getattr(status, "Status", -1) == STATUS_SUCCESS)
+                self.stores_sent += int(getattr(status, "Status", -1) == STATUS_SUCCESS)
             return sent
         return self._store_to(destination, instances, self.store_interval_s)
 
@@ -427,8 +431,11 @@ class BrokenPacs:
             for number, ds in enumerate(instances):
                 if number:
                     time.sleep(interval_s)
+                if not assoc.is_established:
+                    break
                 status = assoc.send_c_store(ds)
                 sent += int(getattr(status, "Status", -1) == STATUS_SUCCESS)
+                self.stores_sent += int(getattr(status, "Status", -1) == STATUS_SUCCESS)
         finally:
             assoc.release()
         return sent

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,3 +140,29 @@ def test_orthanc_asynchronous_move_stores_land(
         relay.close()
     assert opened == 1, f"{opened} associations\n{log}"  # one C-MOVE, no retry
     assert "refused C-STORE" not in log, log
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_ends_the_mount_without_waiting_for_the_transfer(
+    broken: BrokenPacs, tmp_path: Path, signum: int
+) -> None:
+    """libfuse lets requests in progress finish before it unmounts: a reader waiting for a slow
+    series must be let go, or the daemon lives for the rest of the transfer."""
+    timeout = 30.0
+    broken.store_interval_s = 10.0  # 3 C-STOREs 10 s apart: 30 s to the last instance
+    with mounted(tmp_path / "mnt", options_for(broken, tmp_path / "cache", "move", timeout)) as mount:
+        files = files_by_uid(series_dirs(mount)[0])
+        broken.behaviour = Behaviour.SLOW_NO_PENDING
+        reader = subprocess.Popen(
+            ["cat", str(files[UIDS[-1]])], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        try:
+            wait_until(lambda: broken.requests["C-MOVE"] == 1, 20, "the retrieval to start")
+            mount.process.send_signal(signum)
+            status = mount.process.wait(timeout=60)  # guards against a hang only
+            assert reader.wait(timeout=60) != 0  # let go without its file, not served late
+        finally:
+            if reader.poll() is None:
+                reader.kill()
+        assert status == 0, mount.log_text()
+        assert broken.stores_sent < len(UIDS), "the daemon waited for the whole transfer"
