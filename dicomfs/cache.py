@@ -71,8 +71,8 @@ MAX_REMEMBERED_FILES = 100_000
 _KEY_FORMAT = "i3"
 
 
-def _disk_key(key: InstanceKey) -> tuple[str, str, str, str, str]:
-    return (_KEY_FORMAT, key.patient_id.strip(), key.study_uid, key.series_uid, key.sop_uid)
+def _disk_key(namespace: str, key: InstanceKey) -> tuple[str, str, str, str, str, str]:
+    return (_KEY_FORMAT, namespace, key.patient_id.strip(), key.study_uid, key.series_uid, key.sop_uid)
 
 
 class InstanceStore:
@@ -84,9 +84,14 @@ class InstanceStore:
         The cache directory; ``instances/`` and ``partial/`` are made below it.
     size_limit : int
         Bytes the instance files may take; diskcache evicts the least recently stored beyond it.
+    namespace : str
+        The PACS the objects come from (called AE title, host, port): part of every key.
     """
 
-    def __init__(self, cachedir: str, size_limit: int) -> None:
+    def __init__(self, cachedir: str, size_limit: int, namespace: str = "") -> None:
+        # Whose objects these are (the PACS): two archives may hold the same UIDs for different
+        # patients, and a cachedir is shared by every mount.
+        self._namespace = namespace
         root = Path(cachedir)
         self._partial, self._partial_lock = _own_partial_dir(root / "partial")
         self._cache = diskcache.Cache(
@@ -120,7 +125,7 @@ class InstanceStore:
             if os.path.exists(known[0]):  # a stat, not SQLite; eviction may have removed it
                 return known
             self._files.pop(key, None)
-        handle = self._cache.get(_disk_key(key), read=True, retry=True)
+        handle = self._cache.get(_disk_key(self._namespace, key), read=True, retry=True)
         if handle is None:
             return None
         with handle:
@@ -183,7 +188,7 @@ class InstanceStore:
                     os.unlink(partial_path)
                     return known[1]
                 received = ReceivedFile(partial_path, size)
-                self._cache.set(_disk_key(key), received, retry=True)
+                self._cache.set(_disk_key(self._namespace, key), received, retry=True)
                 self._remember(key, (received.final_path, size))
         except OSError as exc:
             discard(partial_path)

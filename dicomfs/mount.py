@@ -70,7 +70,9 @@ class MountServices:
         )
         self.client = PacsClient(address, model=opts.model)
         self._started.append(self.client.close)  # its background reachability check
-        self.store = InstanceStore(opts.cachedir, opts.cachesize)
+        self.store = InstanceStore(
+            opts.cachedir, opts.cachesize, namespace=f"{opts.aec}@{opts.serveraddress}:{opts.serverport}"
+        )
         # pynetdicom spools every received data set to a file (storescp: chunked receiving):
         # into our partial/ folder, on the cache's file system (dicomfs.spool).
         spool.install(self.store.partial_dir)

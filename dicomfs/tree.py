@@ -142,6 +142,7 @@ def _patient_fields(parent: Entry) -> dict[str, str | bool]:
         "patient_by_name": parent.patient_by_name,
         "patient_name": parent.patient_name,
         "patient_query_id": parent.patient_query_id,
+        "shown_name": parent.shown_name,
     }
 
 
@@ -465,6 +466,32 @@ class Tree:
             rows = [row for row in rows if patient.patient.admits(*patient_of(row))]
         return self._name_studies(patient, rows)
 
+    def _of_person(self, rows: list[Row], parent: Entry) -> list[Row]:
+        """The rows of the parent's person: a split patient's own, and where the rows themselves
+        show several persons under one Patient ID (two persons' series in one study), those of
+        the person the directory shows; the others are not listed, and that is logged."""
+        if parent.patient_split:
+            return [row for row in rows if parent.patient.admits(parent.patient_id, *patient_of(row)[1:])]
+        persons = identify_patients([(parent.patient_id, *patient_of(row)[1:]) for row in rows])
+        if len(set(persons)) <= 1:
+            return rows
+        own = next(
+            (p for p in persons if p.admits(parent.patient_id, parent.patient_issuer, parent.shown_name)),
+            None,
+        )
+        kept = [row for person, row in zip(persons, rows, strict=True) if person == own]
+        others = {
+            row.get("PatientName", "") for person, row in zip(persons, rows, strict=True) if person != own
+        }
+        LOGGER.warning(
+            "%s: the PACS files %d entries of another person under Patient ID %r (%s); not listed here",
+            parent.name,
+            len(rows) - len(kept),
+            parent.patient_id,
+            "; ".join(sorted(name or "(no name)" for name in others)),
+        )
+        return kept
+
     def _name_studies(self, patient: Entry, rows: Sequence[Row]) -> Listing:
         def name_of(row: Row) -> str:
             return naming.study_dir_name(row["StudyDate"], row["StudyDescription"], row["AccessionNumber"])
@@ -497,15 +524,14 @@ class Tree:
         keys["PatientID"] = (
             study.patient_query_id or study.patient_id if self._client.model == "patient" else ""
         )
-        if study.patient_split:  # one Patient ID, several persons: which one's series is it?
-            keys.update(IssuerOfPatientID="", PatientName="")
+        # Whose series is it? One Patient ID and one study may hold two persons' series.
+        keys.update(IssuerOfPatientID="", PatientName="")
         # Another parent's rows go first, duplicates after: one series filed under two patients
         # is two rows with one UID, and the other patient's must not hide this one's.
         rows = of_level(self._find(identifier("SERIES", **keys)), "SERIES")
         rows = of_parent(rows, "StudyInstanceUID", study.study_uid, study.name)
         rows = of_parent(rows, "PatientID", study.patient_id, study.name)
-        if study.patient_split:
-            rows = [row for row in rows if study.patient.admits(study.patient_id, *patient_of(row)[1:])]
+        rows = self._of_person(rows, study)
         rows = unique_rows(rows, "SeriesInstanceUID", "SERIES")
 
         def name_of(row: Row) -> str:
@@ -538,14 +564,16 @@ class Tree:
         keys["PatientID"] = (
             series.patient_query_id or series.patient_id if self._client.model == "patient" else ""
         )
-        if series.patient_split:  # one Patient ID, several persons: whose instance is it?
-            keys.update(IssuerOfPatientID="", PatientName="")
+        # Whose instance is it? PatientName only (indexed by PACSes; the issuer may cost a file
+        # read per instance), and the issuer too where the Patient ID is known to be shared.
+        keys["PatientName"] = ""
+        if series.patient_split:
+            keys["IssuerOfPatientID"] = ""
         rows = of_level(self._find(identifier("IMAGE", **keys)), "IMAGE")
         rows = of_parent(rows, "StudyInstanceUID", series.study_uid, series.name)
         rows = of_parent(rows, "SeriesInstanceUID", series.series_uid, series.name)
         rows = of_parent(rows, "PatientID", series.patient_id, series.name)
-        if series.patient_split:
-            rows = [row for row in rows if series.patient.admits(series.patient_id, *patient_of(row)[1:])]
+        rows = self._of_person(rows, series)
         rows = unique_rows(rows, "SOPInstanceUID", "IMAGE")
 
         def name_of(row: Row) -> str:

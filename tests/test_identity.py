@@ -294,3 +294,65 @@ def test_every_file_read_is_the_object_of_its_path(
     sources = write_archive(folder, objects)
     with served_and_mounted(folder, tmp_path_factory.mktemp("random-mount"), "move") as mount:
         check_tree(mount.mountpoint, objects, sources)
+
+
+TWO_IN_ONE_STUDY = [  # one Patient ID, no issuer, two persons' series in one study
+    Obj("N", "", "ONE^A", "1.2.826.80.1", "1.2.826.80.1.1", "1.2.826.80.1.1.1", "one", "Shared"),
+    Obj(
+        "N",
+        "",
+        "TWO^B",
+        "1.2.826.80.1",
+        "1.2.826.80.1.2",
+        "1.2.826.80.1.2.1",
+        "two",
+        "Shared",
+        series_number=2,
+    ),
+]
+TWO_IN_ONE_SERIES = [  # ... and two persons' instances in one series
+    Obj("M", "", "ONE^A", "1.2.826.80.2", "1.2.826.80.2.1", "1.2.826.80.2.1.1", "s", "Shared"),
+    Obj(
+        "M",
+        "",
+        "TWO^B",
+        "1.2.826.80.2",
+        "1.2.826.80.2.1",
+        "1.2.826.80.2.1.2",
+        "s",
+        "Shared",
+        instance_number=2,
+    ),
+]
+
+
+@pytest.mark.parametrize("objects", [TWO_IN_ONE_STUDY, TWO_IN_ONE_SERIES], ids=["study", "series"])
+def test_two_persons_in_one_study_are_never_mixed(
+    objects: list[Obj], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The PACS answers one patient row and one study row for both persons: only the series and
+    instance rows tell them apart. The directory shows its own person only, and says so."""
+    folder = tmp_path_factory.mktemp("two-in-one")
+    sources = write_archive(folder, objects)
+    with served_and_mounted(folder, tmp_path_factory.mktemp("two-in-one-mount"), "move") as mount:
+        for _walk in range(2):
+            for patient in mount.mountpoint.iterdir():
+                tokens = check_every_file(patient, sources)
+                persons = {token.split("|")[2] for token in tokens}
+                assert len(persons) <= 1, f"{patient.name} mixes {persons}"
+        assert "of another person under Patient ID" in mount.log_text(), mount.log_text()
+
+
+def test_two_pacs_sharing_a_cachedir_never_serve_each_others_objects(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Two archives may hold the same UIDs for different patients (a migrated or re-identified
+    copy), and every mount shares the default cachedir."""
+    work = tmp_path_factory.mktemp("shared-cachedir")
+    alpha = Obj("1", "", "ALPHA^A", "1.2.3.4", "1.2.3.4.1", "1.2.3.4.1.1", "sa", "Astudy")
+    beta = Obj("1", "", "BETA^B", "1.2.3.4", "1.2.3.4.1", "1.2.3.4.1.1", "sb", "Bstudy")
+    for obj in (alpha, beta):
+        folder = tmp_path_factory.mktemp("pacs")
+        sources = write_archive(folder, [obj])
+        with served_and_mounted(folder, work, "move") as mount:  # the same cachedir each time
+            assert check_every_file(mount.mountpoint, sources) == {obj.token}
