@@ -272,7 +272,14 @@ class PacsClient:
         releasing = False
         try:
             try:
-                yield assoc
+                try:
+                    yield assoc
+                except RuntimeError as exc:
+                    if assoc.is_established:
+                        raise
+                    # pynetdicom's send_c_* raise RuntimeError on an association the peer (or
+                    # our progress watch) has just aborted: that is the PACS going away.
+                    raise PacsError(f"the PACS ended the association ({exc})") from exc
             except BaseException as exc:
                 assoc.abort()
                 if isinstance(exc, PacsError) and not isinstance(exc, QueryRefused):
