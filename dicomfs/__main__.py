@@ -2,6 +2,6 @@
 
 import sys
 
-from dicomfs.cli import main
+from dicomfs.app.cli import main
 
 sys.exit(main())

@@ -18,7 +18,7 @@ def _leave_sys_path() -> None:
 
 _leave_sys_path()
 if __name__ == "__main__":
-    from dicomfs.cli import main
+    from dicomfs.app.cli import main
 
     sys.exit(main())
 else:

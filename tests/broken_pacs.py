@@ -32,7 +32,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittle
 from pynetdicom import AE, build_context, evt
 from pynetdicom.dimse_primitives import C_GET, C_MOVE
 
-from dicomfs.samples import deterministic_uid, make_instance
+from dicomfs.demo.samples import deterministic_uid, make_instance
 from tests.conftest import DICOMFS_AET
 from tests.mounting import mount_options
 from tests.pacs_servers import free_port

@@ -23,8 +23,8 @@ from types import TracebackType
 import diskcache
 import numpy as np
 
-from dicomfs.naming import instance_file_name
-from dicomfs.samples import deterministic_uid, make_instance
+from dicomfs.demo.samples import deterministic_uid, make_instance
+from dicomfs.views.naming import instance_file_name
 from tests.pacs_servers import HOST, OrthancServer, free_port
 
 LOGGER = logging.getLogger(__name__)

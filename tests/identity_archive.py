@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pydicom
 
-from dicomfs.demo import DemoArchive
-from dicomfs.samples import make_instance
+from dicomfs.demo.samples import make_instance
+from dicomfs.demo.scp import DemoArchive
 from tests.conftest import DICOMFS_AET
 from tests.fault_tools import dataset_bytes
 from tests.mounting import Mount, mount_options, mounted

@@ -15,7 +15,7 @@ from typing import Any
 
 from pynetdicom import evt
 
-from dicomfs.demo import DemoArchive
+from dicomfs.demo.scp import DemoArchive
 
 
 class LimitedPacs(DemoArchive):

@@ -19,7 +19,7 @@ from pydicom.encaps import encapsulate
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 
-from dicomfs.samples import deterministic_uid, make_instance
+from dicomfs.demo.samples import deterministic_uid, make_instance
 
 #: Siemens CSA Non-Image Storage, a private SOP class (Siemens conformance statements).
 SIEMENS_CSA_NON_IMAGE = "1.3.12.2.1107.5.9.1"

@@ -24,7 +24,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from dicomfs.samples import MULTI_FRAME_GRAYSCALE_WORD_SC, deterministic_uid, make_instance
+from dicomfs.demo.samples import MULTI_FRAME_GRAYSCALE_WORD_SC, deterministic_uid, make_instance
 
 LOGGER = logging.getLogger(__name__)
 

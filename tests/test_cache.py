@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dicomfs.cache import InstanceStore, ListingCache
-from dicomfs.model import InstanceKey
+from dicomfs.core.model import InstanceKey
+from dicomfs.core.store import InstanceStore, ListingCache
 
 
 def key(sop_uid: str, series_uid: str = "1.2.2") -> InstanceKey:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dicomfs.options import OPTIONS, format_markdown_table
+from dicomfs.app.options import OPTIONS, format_markdown_table
 from tests.conftest import DICOMFS_AET
 from tests.mounting import dicomfs_command, is_mounted, mount_options, mounted, wait_until
 from tests.pacs_servers import OrthancServer, free_port

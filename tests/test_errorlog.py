@@ -1,4 +1,4 @@
-"""Failures are logged once per cause, not once per file (dicomfs.errorlog)."""
+"""Failures are logged once per cause, not once per file (dicomfs.fuse.errorlog)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from dicomfs.errorlog import OncePerCause, cause_of
+from dicomfs.fuse.errorlog import OncePerCause, cause_of
 
 
 @pytest.mark.parametrize(

@@ -191,7 +191,7 @@ def test_pacs_killed_mid_series_and_restarted(
         assert log.count("requests fail at once until it answers") == 1, log[-3000:]
         # ... and quietly: an error line for each reader that was waiting on the retrieval that
         # failed (4 threads), not one per file.
-        errors = [line for line in log.splitlines() if " ERROR dicomfs.fs: " in line]
+        errors = [line for line in log.splitlines() if " ERROR dicomfs.fuse.ops: " in line]
         assert 1 <= len(errors) <= 4, errors
         relay.rate = 0
         pacs_up.start()

@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from dicomfs.errors import PacsError
-from dicomfs.health import MAX_REASON_CHARS, PacsHealth
-from dicomfs.pacs import AssociationSlots, PacsAddress, PacsClient
+from dicomfs.core.errors import PacsError
+from dicomfs.core.health import MAX_REASON_CHARS, PacsHealth
+from dicomfs.dimse.client import AssociationSlots, PacsAddress, PacsClient
 from tests.broken_pacs import BrokenPacs
 from tests.mounting import wait_until
 from tests.pacs_servers import free_port
@@ -63,7 +63,7 @@ def test_probes_are_due_once_per_interval_and_an_answer_ends_the_outage() -> Non
 def test_the_background_check_notices_the_pacs_is_back(caplog: pytest.LogCaptureFixture) -> None:
     probe = ScriptedProbe(2)
     health = PacsHealth(probe, where="PACS@h:1", interval_s=0.01)
-    caplog.set_level(logging.INFO, logger="dicomfs.health")
+    caplog.set_level(logging.INFO, logger="dicomfs.core.health")
     try:
         for _ in range(5):  # many failures reported at once: one watcher, one log line
             health.failed("no response from the PACS")

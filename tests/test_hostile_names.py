@@ -28,8 +28,8 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 
-from dicomfs.demo import DemoArchive
-from dicomfs.samples import deterministic_uid, make_instance
+from dicomfs.demo.samples import deterministic_uid, make_instance
+from dicomfs.demo.scp import DemoArchive
 from tests.mounting import Mount, mount_options, mounted
 from tests.pacs_servers import free_port
 

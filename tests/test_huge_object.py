@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dicomfs.samples import make_instance
+from dicomfs.demo.samples import make_instance
 from tests.fault_tools import partial_files
 from tests.identity_archive import served_and_mounted
 

@@ -1,6 +1,6 @@
 """Never the wrong patient, never the wrong image (issue #7 items 1-3), through a real mount.
 
-The PACS is the demo Q/R SCP (dicomfs.demo), which like a hierarchical archive keeps apart what
+The PACS is the demo Q/R SCP (dicomfs.demo.scp), which like a hierarchical archive keeps apart what
 shares a UID under different parents. Every file read is checked by its token (ImageComments):
 which object it really is, byte for byte.
 """

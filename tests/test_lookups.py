@@ -1,4 +1,4 @@
-"""LOOKUP without waits where libfuse cannot ask for parallel directory operations (dicomfs.lookups)."""
+"""LOOKUP without waits where libfuse cannot ask for parallel directory operations (dicomfs.fuse.lookups)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from dicomfs.fs import loaded_libfuse_version
-from dicomfs.lookups import (
+from dicomfs.fuse.lookups import (
     FUSE_CAP_AUTO_INVAL_DATA,
     FUSE_CAP_PARALLEL_DIROPS,
     SeenPaths,
     ask_parallel_dirops,
     libfuse_version,
 )
+from dicomfs.fuse.ops import loaded_libfuse_version
 
 
 def test_a_path_is_new_only_the_first_time() -> None:

@@ -1,10 +1,10 @@
-"""Telling patients apart (dicomfs.model): pure, table-tested."""
+"""Telling patients apart (dicomfs.core.model): pure, table-tested."""
 
 from __future__ import annotations
 
 import pytest
 
-from dicomfs.model import PatientKey, identify_patients, name_key
+from dicomfs.core.model import PatientKey, identify_patients, name_key
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Table and property tests for dicomfs.naming: hostile PACS values -> safe, unique names."""
+"""Table and property tests for dicomfs.views.naming: hostile PACS values -> safe, unique names."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from pydicom import config
 from pydicom.filereader import read_dataset
 from pydicom.tag import Tag
 
-from dicomfs import iso2022
-from dicomfs.naming import (
+from dicomfs.dimse import iso2022
+from dicomfs.views.naming import (
     MAX_NAME_BYTES,
     UNKNOWN_TIME,
     instance_file_name,

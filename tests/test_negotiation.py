@@ -11,7 +11,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from dicomfs.negotiation import (
+from dicomfs.dimse.negotiation import (
     COMMON_COMPRESSED,
     COMPRESSIBLE_CLASSES,
     FALLBACK_COMPRESSED,
@@ -25,7 +25,7 @@ from dicomfs.negotiation import (
     may_be_compressed,
     storage_contexts,
 )
-from dicomfs.offers import OfferPlanner
+from dicomfs.dimse.offers import OfferPlanner
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 MR = "1.2.840.10008.5.1.4.1.1.4"

@@ -1,4 +1,4 @@
-"""Table tests for dicomfs.options: argv -> MountOptions, errors, help, README table, environment."""
+"""Table tests for dicomfs.app.options: argv -> MountOptions, errors, help, README table, environment."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from dicomfs import __version__
-from dicomfs.options import (
+from dicomfs.app.options import (
     OPTIONS,
     HelpRequested,
     MountOptions,

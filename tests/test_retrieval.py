@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from dicomfs.errors import PacsError, RetrievalFailed
-from dicomfs.health import PacsHealth
-from dicomfs.pacs import RetrieveOutcome
-from dicomfs.retrieval import MIN_PART_SIZE, RetrievalScheduler, SeriesJob, SeriesRef, Stalled
+from dicomfs.core.errors import PacsError, RetrievalFailed
+from dicomfs.core.health import PacsHealth
+from dicomfs.core.retrieval import MIN_PART_SIZE, RetrievalScheduler, SeriesJob, SeriesRef, Stalled
+from dicomfs.dimse.client import RetrieveOutcome
 from tests.mounting import ends_within
 
 REF = SeriesRef("PID", "1.1", "1.1.1")

@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, build_role, evt
 
-from dicomfs.sendorder import MAX_HURRIED
+from dicomfs.core.sendorder import MAX_HURRIED
 from tests.conftest import DICOMFS_AET
 from tests.fault_tools import SeriesData, ThrottledRelay, dataset_bytes, series_dir, write_series
 from tests.mounting import mount_options, mounted

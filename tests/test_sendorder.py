@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from dicomfs.retrieval import HURRY_CHECK_S, SeriesJob, SeriesRef
-from dicomfs.sendorder import (
+from dicomfs.core.retrieval import HURRY_CHECK_S, SeriesJob, SeriesRef
+from dicomfs.core.sendorder import (
     ASCENDING,
     DESCENDING,
     MAX_HURRIED,

@@ -2,7 +2,7 @@
 
 The peer sends the first instance of a series by C-GET, then goes silent. While ``cat 0002.dcm``
 waits for it, lookups and reads in the *same* directory must be answered: the kernel serialises
-LOOKUP per directory without FUSE_PARALLEL_DIROPS (see ``dicomfs.lookups``). No clock is read:
+LOOKUP per directory without FUSE_PARALLEL_DIROPS (see ``dicomfs.fuse.lookups``). No clock is read:
 the stalled reader must still be running when each of the other commands has returned, and the
 peer stays silent until the test wakes it.
 """

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dicomfs.rows import unique_rows
-from dicomfs.tree import dicom_time
+from dicomfs.core.rows import unique_rows
+from dicomfs.views.tree import dicom_time
 
 
 @pytest.mark.parametrize(
@@ -50,7 +50,7 @@ def test_malformed_rows_are_skipped_and_logged(caplog: pytest.LogCaptureFixture)
 
 
 def test_a_listing_shorter_than_the_pacs_count_is_asked_again(caplog: pytest.LogCaptureFixture) -> None:
-    from dicomfs.tree import SERIES, Entry, Listing, Tree
+    from dicomfs.views.tree import SERIES, Entry, Listing, Tree
 
     tree = Tree(None, None, None, None, cache_prefix="x")  # type: ignore[arg-type]
     series = Entry(name="001 CT", kind=SERIES, patient_id="P", series_uid="1.2", children_count=3)

@@ -20,7 +20,8 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from dicomfs.options import (
+from dicomfs.app.localport import wait_for_port
+from dicomfs.app.options import (
     HelpRequested,
     MountOptions,
     OptionError,
@@ -28,7 +29,6 @@ from dicomfs.options import (
     parse_args,
     with_overrides,
 )
-from dicomfs.ports import wait_for_port
 
 LOGGER = logging.getLogger("dicomfs")
 
@@ -104,8 +104,8 @@ def mount(opts: MountOptions, hooks: Hooks = ()) -> int:
     """Mount and serve until unmounted (detaching first unless foreground)."""
     import mfusepy  # FUSE's library is loaded only when mounting: `-h` works without it
 
-    from dicomfs.fs import DicomFS
-    from dicomfs.mount import MountServices
+    from dicomfs.app.compose import MountServices
+    from dicomfs.fuse.ops import DicomFS
 
     operations = DicomFS(MountServices(opts, hooks))
     try:
@@ -122,8 +122,8 @@ def mount(opts: MountOptions, hooks: Hooks = ()) -> int:
 
 def run_demo(argv: Sequence[str]) -> int:
     """``dicomfs demo MOUNTPOINT``: a bundled sample archive, served on loopback, mounted."""
-    from dicomfs.demo import DemoArchive
-    from dicomfs.samples import write_demo_archive
+    from dicomfs.demo.samples import write_demo_archive
+    from dicomfs.demo.scp import DemoArchive
 
     opts = parse_args(argv)
     pacs_port, local_port = _free_port(), _free_port()

@@ -25,7 +25,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
 
-from dicomfs import iso2022
+from dicomfs.dimse import iso2022
 
 LOGGER = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def text_of(ds: pydicom.Dataset, keyword: str) -> str:
     Decoding goes through pydicom's Specific Character Set machinery (ISO 2022 code extensions,
     GB18030, Latin-1, UTF-8 ...), which substitutes U+FFFD for invalid bytes.  If that raises
     anyway (e.g. ``reading_validation_mode`` is RAISE) we decode the raw bytes ourselves.
-    Values with escape sequences are decoded by ``dicomfs.iso2022`` instead: pydicom 3.0.2 leaves
+    Values with escape sequences are decoded by ``dicomfs.dimse.iso2022`` instead: pydicom 3.0.2 leaves
     ISO 2022 IR 58's escapes in the text.  No escape sequence is ever left in the result.
     Non-ASCII bytes with no declared charset are read as UTF-8 when valid (a common PACS habit),
     else Latin-1.  Multiple values are joined with a backslash.
@@ -138,7 +138,7 @@ def _escaped_text(ds: pydicom.Dataset, elem: RawDataElement) -> str | None:
     """Text of a raw text element holding escape sequences (ESC, 0x1B), decoded by us.
 
     pydicom 3.0.2 passes ISO 2022 IR 58 fragments to Python's ``iso_ir_58`` (GB2312), which keeps
-    the escape sequence; see ``dicomfs.iso2022``.  Under a stand-alone or undeclared character
+    the escape sequence; see ``dicomfs.dimse.iso2022``.  Under a stand-alone or undeclared character
     set, escape sequences have no meaning (PS3.3 Table C.12-5) and are dropped before decoding.
     """
     value = elem.value

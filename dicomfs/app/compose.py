@@ -9,13 +9,13 @@ import logging
 import ssl
 from collections.abc import Callable, Sequence
 
-from dicomfs import spool
-from dicomfs.cache import InstanceStore, ListingCache
-from dicomfs.options import MountOptions
-from dicomfs.pacs import PacsAddress, PacsClient
-from dicomfs.retrieval import RetrievalScheduler
-from dicomfs.storescp import InstanceReceiver, StorageSCP
-from dicomfs.tree import Tree
+from dicomfs.app.options import MountOptions
+from dicomfs.core.retrieval import RetrievalScheduler
+from dicomfs.core.store import InstanceStore, ListingCache
+from dicomfs.dimse import spool
+from dicomfs.dimse.client import PacsAddress, PacsClient
+from dicomfs.dimse.receiver import InstanceReceiver, StorageSCP
+from dicomfs.views.tree import Tree
 
 LOGGER = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class MountServices:
             opts.cachedir, opts.cachesize, namespace=f"{opts.aec}@{opts.serveraddress}:{opts.serverport}"
         )
         # pynetdicom spools every received data set to a file (storescp: chunked receiving):
-        # into our partial/ folder, on the cache's file system (dicomfs.spool).
+        # into our partial/ folder, on the cache's file system (dicomfs.dimse.spool).
         spool.install(self.store.partial_dir)
         self._started.append(self.store.close)
         self.listings = ListingCache(opts.cachedir, opts.ttl)

@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 
-from dicomfs.cache import InstanceStore
-from dicomfs.errors import FailedFast, PacsError, RetrievalFailed
-from dicomfs.model import InstanceKey
-from dicomfs.offers import Offer, OfferPlanner
-from dicomfs.pacs import STATUS_SUCCESS, PacsClient, RetrieveOutcome
-from dicomfs.sendorder import MAX_HURRIED, Stream, updated_round_trip, worth_hurrying
-from dicomfs.storescp import InstanceReceiver
+from dicomfs.core.errors import FailedFast, PacsError, RetrievalFailed
+from dicomfs.core.model import InstanceKey
+from dicomfs.core.sendorder import MAX_HURRIED, Stream, updated_round_trip, worth_hurrying
+from dicomfs.core.store import InstanceStore
+from dicomfs.dimse.client import STATUS_SUCCESS, PacsClient, RetrieveOutcome
+from dicomfs.dimse.offers import Offer, OfferPlanner
+from dicomfs.dimse.receiver import InstanceReceiver
 
 LOGGER = logging.getLogger(__name__)
 

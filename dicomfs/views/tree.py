@@ -10,7 +10,7 @@ Listings are cached (``ListingCache``) for ``ttl``; a stale listing is served, w
 when the PACS cannot be reached. Only what the listing shows is asked for: Orthanc opens every
 file for non-indexed IMAGE-level keys (issue #3). This module knows nothing of FUSE.
 
-Identity (``dicomfs.model``): every listing is cached under its whole parent chain (patient,
+Identity (``dicomfs.core.model``): every listing is cached under its whole parent chain (patient,
 study, series), and a C-FIND row that names another parent is not listed: PACSes hold one Series
 Instance UID under two studies, one study under two patients, one Patient ID for two persons
 (issue #7). Patients are told apart by Patient ID *and* Issuer of Patient ID, and, where the PACS
@@ -30,14 +30,11 @@ from dataclasses import dataclass, field, replace
 
 from pydicom.dataset import Dataset
 
-from dicomfs import naming
-from dicomfs.cache import InstanceStore, ListingCache
-from dicomfs.errors import DicomFSError, FailedFast, NotFound, PacsError, QueryRefused
-from dicomfs.model import InstanceKey, PatientKey, identify_patients
-from dicomfs.pacs import PacsClient
-from dicomfs.persons import SplitPatients
-from dicomfs.retrieval import RetrievalScheduler, SeriesRef
-from dicomfs.rows import (
+from dicomfs.core.errors import DicomFSError, FailedFast, NotFound, PacsError, QueryRefused
+from dicomfs.core.model import InstanceKey, PatientKey, identify_patients
+from dicomfs.core.persons import SplitPatients
+from dicomfs.core.retrieval import RetrievalScheduler, SeriesRef
+from dicomfs.core.rows import (
     RAW_PATIENT_ID,
     Row,
     count,
@@ -48,6 +45,9 @@ from dicomfs.rows import (
     read_rows,
     unique_rows,
 )
+from dicomfs.core.store import InstanceStore, ListingCache
+from dicomfs.dimse.client import PacsClient
+from dicomfs.views import naming
 
 LOGGER = logging.getLogger(__name__)
 

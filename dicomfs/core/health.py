@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from dicomfs.errors import PacsError
+from dicomfs.core.errors import PacsError
 
 LOGGER = logging.getLogger(__name__)
 

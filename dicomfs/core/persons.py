@@ -14,8 +14,8 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
-from dicomfs.model import PatientKey
-from dicomfs.rows import Row
+from dicomfs.core.model import PatientKey
+from dicomfs.core.rows import Row
 
 LOGGER = logging.getLogger(__name__)
 

@@ -27,13 +27,13 @@ import pydicom
 from pynetdicom import AE, _config, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 
-from dicomfs import naming
-from dicomfs.cache import InstanceStore, discard
-from dicomfs.errors import StorageFull
-from dicomfs.model import InstanceKey, SeriesKey
-from dicomfs.negotiation import TRANSFER_SYNTAXES
-from dicomfs.spool import spool_error
-from dicomfs.tuning import MAX_RECEIVE_PDU, tune_socket
+from dicomfs.core.errors import StorageFull
+from dicomfs.core.model import InstanceKey, SeriesKey
+from dicomfs.core.store import InstanceStore, discard
+from dicomfs.dimse.negotiation import TRANSFER_SYNTAXES
+from dicomfs.dimse.patches import MAX_RECEIVE_PDU, tune_socket
+from dicomfs.dimse.spool import spool_error
+from dicomfs.views import naming
 
 LOGGER = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ LOGGER = logging.getLogger(__name__)
 _config.UNRESTRICTED_STORAGE_SERVICE = True
 # pynetdicom >= 2.0 writes a C-STORE's data set to a NamedTemporaryFile fragment by fragment and
 # hands the handler its path (Event.dataset_path) instead of the bytes: a 1 GB object costs no
-# memory. dicomfs.spool makes that file in the mount's ``partial/`` folder (same file system as
+# memory. dicomfs.dimse.spool makes that file in the mount's ``partial/`` folder (same file system as
 # the cache, so the file is renamed, not copied) and survives a full disk.
 _config.STORE_RECV_CHUNKED_DATASET = True
 
@@ -157,7 +157,7 @@ class InstanceReceiver:
         """The received object as a file in ``partial/`` (meta header + data set as sent)."""
         streamed = _streamed_path(event)
         failed = spool_error(event.request)
-        if failed is not None:  # the disk filled while pynetdicom spooled it (dicomfs.spool)
+        if failed is not None:  # the disk filled while pynetdicom spooled it (dicomfs.dimse.spool)
             if streamed is not None:
                 discard(streamed)
             if failed.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from dicomfs.negotiation import (
+from dicomfs.dimse.negotiation import (
     COMPRESSED,
     MAX_CONTEXTS,
     Contexts,

@@ -13,7 +13,7 @@ Every network wait is bounded by the mount's ``timeout``; a silent PACS becomes 
 Each query uses its own short association: pynetdicom 3.0.4 can lose a C-FIND response on a
 reused association when queries come back to back (issue #4).
 
-Every association attempt reports to :class:`~dicomfs.health.PacsHealth` whether the PACS answered.
+Every association attempt reports to :class:`~dicomfs.core.health.PacsHealth` whether the PACS answered.
 A PACS that rejects an association *transiently* (A-ASSOCIATE-RJ result 2, PS3.8 9.3.4: e.g. its
 limit of associations per calling AE is reached) is pushing back: the request is tried again after
 a short back-off, within ``timeout``, and the number of associations dicomfs opens to that PACS is
@@ -35,10 +35,10 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, _config, build_role, evt
 
-from dicomfs.errors import PacsError, QueryRefused
-from dicomfs.health import PacsHealth
-from dicomfs.negotiation import MAX_CONTEXTS
-from dicomfs.tuning import MAX_RECEIVE_PDU, install, tune_socket
+from dicomfs.core.errors import PacsError, QueryRefused
+from dicomfs.core.health import PacsHealth
+from dicomfs.dimse.negotiation import MAX_CONTEXTS
+from dicomfs.dimse.patches import MAX_RECEIVE_PDU, install, tune_socket
 
 LOGGER = logging.getLogger(__name__)
 

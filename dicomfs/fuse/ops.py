@@ -17,12 +17,12 @@ from typing import Any, Protocol, TypeVar
 
 import mfusepy
 
-from dicomfs.errorlog import OncePerCause
-from dicomfs.errors import FailedFast, NotFound, PacsError, RetrievalFailed, StorageFull
-from dicomfs.fdreply import reply_with_fd
-from dicomfs.lookups import SeenPaths, ask_parallel_dirops, libfuse_version
-from dicomfs.session import SessionWatch
-from dicomfs.tree import INSTANCE, Entry, Tree
+from dicomfs.core.errors import FailedFast, NotFound, PacsError, RetrievalFailed, StorageFull
+from dicomfs.fuse.errorlog import OncePerCause
+from dicomfs.fuse.fdreply import reply_with_fd
+from dicomfs.fuse.lookups import SeenPaths, ask_parallel_dirops, libfuse_version
+from dicomfs.fuse.session import SessionWatch
+from dicomfs.views.tree import INSTANCE, Entry, Tree
 
 LOGGER = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class DicomFS(mfusepy.Operations):
         self._services = services
         self._uid = os.getuid()
         self._gid = os.getgid()
-        # Without FUSE_PARALLEL_DIROPS, LOOKUPs answer uncached instances at once (dicomfs.lookups).
+        # Without FUSE_PARALLEL_DIROPS, LOOKUPs answer uncached instances at once (dicomfs.fuse.lookups).
         self.lookups_wait = True
         self._seen = SeenPaths()
         self._session_watch: SessionWatch | None = None
@@ -117,7 +117,7 @@ class DicomFS(mfusepy.Operations):
     # -- lifecycle: threads start after libfuse has daemonized ---------------------------------
 
     def init_with_config(self, conn: Any, config: Any) -> None:
-        """Ask for parallel directory operations, or keep LOOKUP from waiting (dicomfs.lookups)."""
+        """Ask for parallel directory operations, or keep LOOKUP from waiting (dicomfs.fuse.lookups)."""
         if conn is not None:
             self.lookups_wait = ask_parallel_dirops(conn, config, loaded_libfuse_version())
         self._services.start()

@@ -12,7 +12,7 @@ Layout under ``cachedir``::
 An instance is first written whole to ``partial/``, then *renamed* into the instance cache inside
 the same diskcache transaction that indexes it (``RenamingDisk``): a reader either finds the
 complete file or nothing. An instance is keyed by its Study, Series *and* SOP Instance UIDs
-(:class:`~dicomfs.model.InstanceKey`): PACSes hold the same SOP Instance UID in two series, and
+(:class:`~dicomfs.core.model.InstanceKey`): PACSes hold the same SOP Instance UID in two series, and
 one must never be served for the other. Cached instances never change, so an evicted file that is
 still open stays readable through its descriptor (POSIX unlink semantics).
 """
@@ -35,8 +35,8 @@ from typing import IO, Any
 
 import diskcache
 
-from dicomfs.errors import StorageFull
-from dicomfs.model import InstanceKey
+from dicomfs.core.errors import StorageFull
+from dicomfs.core.model import InstanceKey
 
 LOGGER = logging.getLogger(__name__)
 

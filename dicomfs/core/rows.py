@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 from pydicom.dataset import Dataset
 
-from dicomfs import naming
-from dicomfs.model import name_key
+from dicomfs.core.model import name_key
+from dicomfs.views import naming
 
 LOGGER = logging.getLogger(__name__)
 
