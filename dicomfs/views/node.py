@@ -1,0 +1,70 @@
+"""What every front end sees of the archive: named nodes, and the one interface that serves them.
+
+A front end (the FUSE operations today; a DICOMweb server later) never learns DICOM levels or
+DIMSE: it resolves a path to a :class:`Node`, lists a directory node's children, and asks a file
+node's size or an open file descriptor. Views (the patient hierarchy today; by-date, by-uid and
+query directories later) implement :class:`Namespace`; the root composes them by top-level name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from dicomfs.core.model import InstanceKey
+
+
+@dataclass(frozen=True)
+class Node:
+    """One entry of the tree: a directory, or an instance file.
+
+    Attributes
+    ----------
+    name : str
+        The entry's file name (safe: no ``/``, no NUL, at most 255 bytes); ``""`` for the root.
+    is_dir : bool
+        A directory (listing it may cost a C-FIND) or a file (an instance: reading it may retrieve).
+    mtime : float
+        Seconds since the epoch (UTC); stable across remounts (from the PACS's dates, never the
+        mount time except for the root when nothing better is known).
+    instance : InstanceKey or None
+        For a file, the stored object it stands for (whole parent chain); None for directories.
+    """
+
+    name: str
+    is_dir: bool
+    mtime: float
+    instance: InstanceKey | None = None
+
+
+class Namespace(Protocol):
+    """The interface a front end consumes (implemented by the views' root).
+
+    Every method raises only the domain errors of :mod:`dicomfs.core.errors` (``NotFound``,
+    ``PacsError``, ``RetrievalFailed``, ``FailedFast``, ``StorageFull``); the front end maps them to
+    its own error codes in one place.
+    """
+
+    #: Seconds since the epoch: the time of nodes that have no date of their own.
+    mount_time: float
+
+    def lookup(self, path: str) -> Node:
+        """The node at an absolute path (``"/"`` is the root). Raises ``NotFound``."""
+        ...
+
+    def children(self, node: Node) -> Sequence[Node]:
+        """A directory node's entries, sorted by name. Raises ``NotFound`` for a file node."""
+        ...
+
+    def cached_size(self, node: Node) -> int | None:
+        """A file node's exact size in bytes if its instance is cached, else None (never retrieves)."""
+        ...
+
+    def size(self, node: Node) -> int:
+        """A file node's exact size in bytes, retrieving its series first if needed."""
+        ...
+
+    def open(self, node: Node) -> int:
+        """An OS file descriptor (read-only, owned by the caller) on a file node's cached instance."""
+        ...
