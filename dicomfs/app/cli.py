@@ -2,6 +2,7 @@
 
     dicomfs MOUNTPOINT -o serveraddress=H,serverport=P,aec=PACS,aet=DICOMFS[,...]
     dicomfs demo MOUNTPOINT [-f] [-o ...]
+    dicomfs cache stats|clear|prune [--older-than 30d] [--cachedir DIR]
 
 Everything that can be wrong with the command line is reported as one line on stderr, with exit
 status 2, before anything is mounted.
@@ -167,6 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args and args[0] == "demo":
             return run_demo(args[1:])
+        if args and args[0] == "cache":
+            from dicomfs.app import cachecmd
+
+            return cachecmd.main(args[1:])
         opts = parse_args(args)
         check_environment(opts)
         check_local_port(opts)
