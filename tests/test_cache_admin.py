@@ -16,7 +16,7 @@ import pydicom
 import pytest
 
 from dicomfs.core.cacheadmin import parse_age
-from tests.broken_pacs import INSTANCES, BrokenPacs, options_for
+from tests.broken_pacs import INSTANCES, SERIES, Behaviour, BrokenPacs, options_for
 from tests.mounting import Mount, dicomfs_command, mounted
 
 pytestmark = pytest.mark.integration
@@ -125,3 +125,39 @@ def test_missing_cachedir_is_one_line(tmp_path: Path) -> None:
 )
 def test_ages(text: str, seconds: float) -> None:
     assert parse_age(text) == seconds
+
+
+def prefetch(*paths: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        dicomfs_command("prefetch", *map(str, paths)),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+
+
+def test_prefetch_warms_a_patient_with_progress(mount: Mount, pacs: BrokenPacs, tmp_path: Path) -> None:
+    (patient,) = mount.mountpoint.iterdir()
+    result = prefetch(patient)
+    assert result.returncode == 0, result.stderr
+    assert f"{len(INSTANCES)} instances cached" in result.stderr
+    assert f"{len(INSTANCES)}/{len(INSTANCES)}" in result.stderr  # tqdm's progress: done/total
+    assert stats(tmp_path / "cache")["instances"] == len(INSTANCES)
+    retrievals = pacs.requests["C-GET"]
+    assert read_everything(mount.mountpoint) == len(INSTANCES)
+    assert pacs.requests["C-GET"] == retrievals  # everything was cached: no further retrieval
+
+
+def test_prefetch_says_what_failed(mount: Mount, pacs: BrokenPacs) -> None:
+    pacs.behaviour = Behaviour.FEWER  # each series lacks its last instance
+    result = prefetch(mount.mountpoint)
+    assert result.returncode == 1
+    assert f"{len(SERIES)} failed: Input/output error" in result.stderr, result.stderr
+    assert f"{len(INSTANCES) - len(SERIES)} instances cached" in result.stderr
+
+
+def test_prefetch_outside_a_mount_is_one_line(tmp_path: Path) -> None:
+    result = prefetch(tmp_path)
+    assert result.returncode == 2 and "is not inside a dicomfs mount" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -3,6 +3,7 @@
     dicomfs MOUNTPOINT -o serveraddress=H,serverport=P,aec=PACS,aet=DICOMFS[,...]
     dicomfs demo MOUNTPOINT [-f] [-o ...]
     dicomfs cache stats|clear|prune [--older-than 30d] [--cachedir DIR]
+    dicomfs prefetch PATH...
 
 Everything that can be wrong with the command line is reported as one line on stderr, with exit
 status 2, before anything is mounted.
@@ -172,6 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from dicomfs.app import cachecmd
 
             return cachecmd.main(args[1:])
+        if args and args[0] == "prefetch":
+            from dicomfs.app import prefetch
+
+            return prefetch.main(args[1:])
         opts = parse_args(args)
         check_environment(opts)
         check_local_port(opts)
