@@ -21,6 +21,7 @@ from tests.conftest import DICOMFS_AET
 from tests.mounting import dicomfs_command, is_mounted, mount_options, mounted, wait_until
 from tests.pacs_servers import OrthancServer
 
+REPO = Path(__file__).resolve().parent.parent
 NOBODY = 65534  # nobody and nogroup on Debian
 AS_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"]
 DEADLINE_S = 30.0  # guards against hangs only
@@ -225,21 +226,27 @@ def test_umask_uid_and_gid_options(pacs_options: dict[str, object], shared_dir: 
 def test_ready_and_stopping_are_sent_to_notify_socket(
     pacs_options: dict[str, object], tmp_path: Path
 ) -> None:
+    """As contrib/systemd/dicomfs@.service runs it: ``dicomfs NAME MOUNTPOINT -f``, Type=notify."""
+    write_profile(tmp_path / "xdg" / "dicomfs" / "config.toml", "main", pacs_options)
     socket_dir = Path(tempfile.mkdtemp(prefix="dfs-", dir="/tmp"))  # AF_UNIX paths are short
     mountpoint = tmp_path / "mnt"
     mountpoint.mkdir()
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
         listener.bind(str(socket_dir / "notify"))
         listener.settimeout(DEADLINE_S)
-        env = {**os.environ, "NOTIFY_SOCKET": str(socket_dir / "notify")}
-        process = subprocess.Popen(
-            dicomfs_command(str(mountpoint), "-f", "-o", mount_options(**pacs_options)),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        env = {
+            **os.environ,
+            "NOTIFY_SOCKET": str(socket_dir / "notify"),
+            "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+        }
+        with open(tmp_path / "log", "wb") as log:
+            process = subprocess.Popen(
+                dicomfs_command("main", str(mountpoint), "-f"),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         try:
             ready = listener.recv(4096).decode()
             assert is_mounted(mountpoint)  # READY=1 comes once the mount is up
@@ -249,7 +256,7 @@ def test_ready_and_stopping_are_sent_to_notify_socket(
             process.send_signal(signal.SIGTERM)
             stopping = listener.recv(4096).decode()
             assert stopping.splitlines()[0] == "STOPPING=1"
-            assert process.wait(timeout=DEADLINE_S) == 0
+            assert process.wait(timeout=DEADLINE_S) == 0, (tmp_path / "log").read_text()
             assert not is_mounted(mountpoint)
         finally:
             if process.poll() is None:
@@ -258,6 +265,25 @@ def test_ready_and_stopping_are_sent_to_notify_socket(
             if is_mounted(mountpoint):
                 subprocess.run(["fusermount3", "-uz", str(mountpoint)], check=False)
             shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_the_systemd_user_unit_verifies(tmp_path: Path) -> None:
+    unit = (REPO / "contrib" / "systemd" / "dicomfs@.service").read_text(encoding="utf-8")
+    assert "\nType=notify\n" in unit and "ExecStart=/usr/bin/env dicomfs %i %h/pacs/%i -f\n" in unit
+    instance = tmp_path / "dicomfs@main.service"
+    instance.write_text(unit, encoding="utf-8")
+    (tmp_path / "run").mkdir()
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--user", str(instance)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "XDG_RUNTIME_DIR": str(tmp_path / "run"), "HOME": str(tmp_path)},
+    )
+    # verify exits 0 even for an unknown Type=; what it says on stderr is the verdict.
+    assert result.returncode == 0 and result.stderr == "" and result.stdout == "", result
 
 
 @pytest.mark.parametrize("flag", ["-V", "--version"])
