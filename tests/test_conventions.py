@@ -173,6 +173,18 @@ def test_refuses_a_non_empty_directory_and_a_mount_point_unless_nonempty(
     assert (mountpoint / "notes.txt").read_text() == "mine"
 
 
+def test_a_dead_mount_point_is_named_as_such(pacs_options: dict[str, object], tmp_path: Path) -> None:
+    with mounted(tmp_path / "mnt", mount_options(**pacs_options)) as mount:
+        mount.process.kill()  # SIGKILL: no unmount, the kernel answers ENOTCONN from now on
+        mount.process.wait(timeout=DEADLINE_S)
+        result = run_cli(str(mount.mountpoint), "-f", "-o", mount_options(**pacs_options))
+        assert result.returncode == 2
+        assert result.stderr.splitlines() == [
+            f"dicomfs: mountpoint '{mount.mountpoint}' is a FUSE mount whose daemon is gone "
+            f"(fusermount3 -u {mount.mountpoint})"
+        ]
+
+
 # --------------------------------------------------------------------------- modes
 
 

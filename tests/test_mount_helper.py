@@ -157,10 +157,11 @@ def check_mounted_read_only(space: Namespace, mountpoint: Path, source: str) -> 
     assert touch.returncode != 0 and "Read-only file system" in touch.stderr
 
 
-def unmount_and_wait(space: Namespace, mountpoint: Path) -> None:
+def unmount_and_wait(space: Namespace, mountpoint: Path, name: str = "") -> None:
+    """``umount name`` (the source, as the user of an fstab line may write it), else the mount point."""
     pids = daemon_pids(mountpoint)
     assert pids, "the detached daemon"
-    result = space.run("umount", str(mountpoint))
+    result = space.run("umount", name or str(mountpoint))
     assert result.returncode == 0, result.stderr
     for pid in pids:
         wait_until(lambda pid=pid: process_gone(pid), DEADLINE_S, f"daemon {pid} to exit after umount")
@@ -200,7 +201,7 @@ def test_an_fstab_line_mounts_with_mount_mountpoint(
     again = namespace.run("mount", "-T", str(fstab), "-a", "-v", env=profile_env)
     assert again.returncode == 0 and "already mounted" in again.stdout, again
     assert len(daemon_pids(mountpoint)) == 1
-    unmount_and_wait(namespace, mountpoint)
+    unmount_and_wait(namespace, mountpoint, name="orthanc")
 
 
 def test_mount_with_the_pacs_as_source(namespace: Namespace, orthanc: OrthancServer, tmp_path: Path) -> None:
