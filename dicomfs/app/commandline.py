@@ -27,6 +27,7 @@ from dicomfs.app.options import (
     format_help,
     parse_path,
 )
+from dicomfs.app.profiles import load_profile
 
 # A trailing positional word is an option list when it starts with "identifier=".
 _OPTION_WORD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
@@ -127,12 +128,8 @@ def parse_args(argv: Sequence[str], profiles: ProfileLookup | None = None) -> Mo
     if len(positionals) > 2:
         extra = " ".join(repr(word) for word in positionals[2:])
         raise OptionError(f"too many arguments: {extra} (usage: dicomfs [SOURCE] MOUNTPOINT)")
-    if profiles is None:
-        from dicomfs.app.profiles import load_profile  # it imports this module's table
-
-        profiles = load_profile
     source = positionals[0] if len(positionals) == 2 else None
-    layered = _layered_values(source, _convert_words(option_words), profiles)
+    layered = _layered_values(source, _convert_words(option_words), profiles or load_profile)
     values: dict[str, Any] = {}
     fuse_options: dict[str, str | bool] = {}
     for key, value in layered.items():
