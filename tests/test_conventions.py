@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from dicomfs.app import notify
+from dicomfs.app.cli import fuse_kwargs
+from dicomfs.app.commandline import parse_args
 from tests.conftest import DICOMFS_AET
 from tests.mounting import dicomfs_command, is_mounted, mount_options, mounted, wait_until
 from tests.pacs_servers import OrthancServer
@@ -320,3 +323,45 @@ def test_foreground_start_and_stop_are_quiet_and_exit_0(
     # max threads value 4294967295 > max (100000)." on every start with libfuse 3.14.
     assert lines and all(line[:4].isdigit() and " dicomfs." in line for line in lines), lines
     assert not any("ERROR" in line or "WARNING" in line for line in lines), lines
+
+
+# --------------------------------------------------------------------------- fast unit tests
+
+
+@pytest.mark.parametrize(
+    ("argv", "fsname"),
+    [
+        (["/m"], "ANY-SCP@localhost:104"),
+        (["PACS@[::1]:11112", "/m"], "PACS@[::1]:11112"),
+        (["A,B@host", "/m"], "A\\,B@host:104"),  # libfuse's option parser takes "\," as ","
+        (["/m", "-o", "fsname=my\\pacs"], "my\\\\pacs"),
+    ],
+)
+def test_fsname_is_the_source_escaped_for_libfuse(argv: list[str], fsname: str) -> None:
+    kwargs = fuse_kwargs(parse_args(argv, profiles=lambda name, config: {}))
+    assert kwargs["fsname"] == fsname and kwargs["subtype"] == "dicomfs" and kwargs["ro"] is True
+
+
+def test_profile_name_is_the_fsname() -> None:
+    opts = parse_args(["main", "/m"], profiles=lambda name, config: {"aec": "PACS"})
+    assert (fuse_kwargs(opts)["fsname"], opts.aec) == ("main", "PACS")
+
+
+def test_max_idle_threads_is_set_for_the_multithreaded_libfuse3_loop() -> None:
+    assert fuse_kwargs(parse_args(["/m"]))["max_idle_threads"] == 10
+    assert "max_idle_threads" not in fuse_kwargs(parse_args(["/m", "-s"]))
+    assert "max_idle_threads" not in fuse_kwargs(parse_args(["/m"]), libfuse_major=2)
+
+
+def test_notify_reaches_an_abstract_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"dicomfs-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind("\0" + name)
+        listener.settimeout(DEADLINE_S)
+        monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+        assert notify.notify(notify.READY, "STATUS=x")
+        assert listener.recv(4096) == b"READY=1\nSTATUS=x"
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    assert not notify.notify(notify.READY)  # not under systemd: nothing to tell
+    monkeypatch.setenv("NOTIFY_SOCKET", "/nonexistent/notify")
+    assert not notify.notify(notify.STOPPING)  # a vanished manager does not stop the mount
