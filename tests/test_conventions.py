@@ -188,6 +188,29 @@ def test_a_dead_mount_point_is_named_as_such(pacs_options: dict[str, object], tm
         ]
 
 
+def test_proc_is_a_mount_point_and_refused(tmp_path: Path) -> None:
+    result = run_cli("/proc", "-f", "-o", f"retrieve=get,cachedir={tmp_path / 'cache'}")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "dicomfs: mountpoint '/proc' is already a mount point "
+        "(unmount it, or add -o nonempty to mount over it)"
+    ]
+    assert mount_entry(Path("/proc"))[2] == "proc"
+
+
+def test_help_into_a_closed_pipe_is_no_traceback() -> None:
+    """``dicomfs -h | head -1``, deterministically: the reader is gone before dicomfs writes."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        result = subprocess.run(
+            dicomfs_command("-h"), stdout=writer, stderr=subprocess.PIPE, text=True, timeout=60, check=False
+        )
+    finally:
+        os.close(writer)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
 # --------------------------------------------------------------------------- modes
 
 

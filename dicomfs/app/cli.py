@@ -181,6 +181,19 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def print_out(text: str) -> None:
+    """``text`` to stdout; a reader that has gone (``dicomfs -h | head``) is no error.
+
+    Python's documented recipe (signal module, "Note on SIGPIPE"): stdout goes to /dev/null so
+    the flush at exit does not raise again.
+    """
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def list_profiles(argv: Sequence[str]) -> int:
     """``dicomfs profiles [-o config=PATH]``: the profiles of the config files, one per line."""
     config = ""
@@ -194,7 +207,7 @@ def list_profiles(argv: Sequence[str]) -> int:
     if not profiles:
         print(f"dicomfs: no [pacs.NAME] profiles in {' or '.join(config_paths(config))}", file=sys.stderr)
         return 0
-    print(format_profiles(profiles), end="")
+    print_out(format_profiles(profiles))
     return 0
 
 
@@ -209,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_environment(opts)
         check_local_port(opts)
     except HelpRequested as request:
-        print(request.text)
+        print_out(request.text + "\n")
         return 0
     except OptionError as exc:
         print(f"dicomfs: {exc}", file=sys.stderr)
