@@ -214,6 +214,7 @@ def test_help_into_a_closed_pipe_is_no_traceback() -> None:
 # --------------------------------------------------------------------------- modes
 
 
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
 def test_modes_owner_and_a_copy_a_normal_user_can_delete(
     pacs_options: dict[str, object], shared_dir: Path
 ) -> None:

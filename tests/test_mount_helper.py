@@ -13,6 +13,7 @@ through ``nsenter``, and its files are read through ``/proc/PID/root``. Nothing 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,11 @@ import pytest
 from tests.conftest import DICOMFS_AET
 from tests.mounting import wait_until
 from tests.pacs_servers import OrthancServer
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not all(shutil.which(tool) for tool in ("unshare", "nsenter", "mount.fuse3")),
+    reason="needs root (mount namespaces, mount -t) and unshare, nsenter, mount.fuse3",
+)
 
 REPO = Path(__file__).resolve().parent.parent
 DEADLINE_S = 30.0  # guards against hangs only
