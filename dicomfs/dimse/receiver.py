@@ -156,9 +156,11 @@ class InstanceReceiver:
 def _streamed_path(event: evt.Event) -> str | None:
     """The file pynetdicom streamed the data set into, or None when it kept it in memory."""
     try:
-        return os.fspath(event.dataset_path)
-    except AttributeError:
+        path = event.dataset_path
+    except AttributeError:  # not a C-STORE
         return None
+    # pynetdicom 3.0 gives None without STORE_RECV_CHUNKED_DATASET (patches not installed).
+    return None if path is None else os.fspath(path)
 
 
 def _adopt(streamed: str, partial: str) -> None:
