@@ -190,8 +190,3 @@ def install() -> None:
         else:
             LOGGER.warning("pynetdicom %s: the DUL reactor changed; its idle sleep left unpatched", version)
         _installed = True
-
-
-def installed() -> bool:
-    """Whether :func:`install` has run in this process."""
-    return _installed

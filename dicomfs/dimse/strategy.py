@@ -78,8 +78,7 @@ class DimseRetrieval:
     @property
     def health(self) -> PacsHealth:
         """The PACS's reachability, learned from every association of ``client``."""
-        health: PacsHealth = self.client.health
-        return health
+        return self.client.health
 
     def series(self, ref: SeriesRef, order: Sequence[str], progress: RetrievalProgress) -> SeriesStrategy:
         """The retrievals of one job of ``ref`` (``order``: its SOP Instance UIDs, listing order)."""
