@@ -67,16 +67,16 @@ def uids_of(series: SeriesData) -> list[str]:
 
 @contextmanager
 def build_engine(
-    host: str, port: int, called: str, method: str, cachedir: Path, move_port: int
+    host: str, port: int, called: str, method: str, cachedir: Path, move_port: int, timeout: float = TIMEOUT_S
 ) -> Iterator[Engine]:
     """The parts ``app.compose`` builds for a mount, minus the tree; stopped on exit."""
-    client = PacsClient(PacsAddress(host, port, called, DICOMFS_AET, TIMEOUT_S, max_associations=3))
+    client = PacsClient(PacsAddress(host, port, called, DICOMFS_AET, timeout, max_associations=3))
     store = InstanceStore(str(cachedir), 10**9, namespace=f"{called}@{host}:{port}")
     expected = ExpectedOnly()
     receiver = InstanceReceiver(store, expected)
-    scp = StorageSCP(receiver, DICOMFS_AET, "127.0.0.1", move_port, TIMEOUT_S) if method == "move" else None
-    service = DimseRetrieval(client, receiver, method=method, destination_aet=DICOMFS_AET, timeout=TIMEOUT_S)
-    scheduler = RetrievalScheduler(service, expected, store, workers=2, timeout=TIMEOUT_S)
+    scp = StorageSCP(receiver, DICOMFS_AET, "127.0.0.1", move_port, timeout) if method == "move" else None
+    service = DimseRetrieval(client, receiver, method=method, destination_aet=DICOMFS_AET, timeout=timeout)
+    scheduler = RetrievalScheduler(service, expected, store, workers=2, timeout=timeout)
     if scp is not None:
         scp.start()
     scheduler.start()
@@ -101,10 +101,10 @@ class MoveFailsPacs(BrokenPacs):
             self.behaviour = Behaviour.NORMAL
 
 
-def broken_engine(pacs: BrokenPacs, method: str, cachedir: Path) -> Any:
+def broken_engine(pacs: BrokenPacs, method: str, cachedir: Path, timeout: float = TIMEOUT_S) -> Any:
     """The engine of a mount of ``pacs`` (a context manager); its C-MOVEs reach our SCP."""
     pacs.move_port = free_port()
-    return build_engine(pacs.host, pacs.port, pacs.ae_title, method, cachedir, pacs.move_port)
+    return build_engine(pacs.host, pacs.port, pacs.ae_title, method, cachedir, pacs.move_port, timeout)
 
 
 @pytest.fixture
@@ -221,6 +221,47 @@ def test_an_unknown_move_destination_is_one_clear_error(
         engine.fetch(ref, uid, [uid])
     assert "status 0xA801" in caplog.text
     assert "asking for the" not in caplog.text and "trying C-GET" not in caplog.text
+
+
+def test_c_stores_after_the_final_c_move_response_are_awaited(
+    broken: BrokenPacs, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    series = SERIES[0]
+    order = uids_of(series)
+    broken.behaviour = Behaviour.LATE_STORES  # Success with 3 completed first, the C-STOREs after
+    caplog.set_level(logging.INFO, logger="dicomfs")
+    with broken_engine(broken, "move", tmp_path) as engine:
+        assert engine.fetch(ref_of(series), order[-1], order) > 0
+        assert all(ref_of(series).instance(uid) in engine.store for uid in order)
+    assert broken.requests["C-MOVE"] == 1
+    assert "instances arrived after the final C-MOVE response" in caplog.text
+    assert "refused C-STORE" not in caplog.text
+
+
+@pytest.mark.parametrize("method", ["move", "get"])
+def test_a_retrieval_pending_forever_is_cancelled_then_aborted(
+    broken: BrokenPacs, tmp_path: Path, method: str
+) -> None:
+    series = SERIES[0]
+    order = uids_of(series)
+    broken.behaviour = Behaviour.PENDING_FOREVER  # Pending with the same counts; C-CANCEL ignored
+    with (
+        broken_engine(broken, method, tmp_path, timeout=1.0) as engine,
+        pytest.raises(RetrievalFailed, match="retrieval cancelled: no progress"),
+    ):
+        engine.fetch(ref_of(series), order[-1], order)
+    assert broken.requests["C-MOVE" if method == "move" else "C-GET"] == 1
+    assert broken.cancels == 1  # C-CANCEL first (PS3.7 9.3.2.3), then A-ABORT
+
+
+def test_an_unreachable_pacs_fails_fast_after_its_first_failure(tmp_path: Path) -> None:
+    with build_engine("127.0.0.1", free_port(), "NOBODY", "get", tmp_path, free_port()) as engine:
+        ref = SeriesRef("PID", "1.1", "1.1.1")
+        with pytest.raises(RetrievalFailed, match="cannot reach PACS") as first:
+            engine.fetch(ref, "1.1.1.1", ["1.1.1.1"])
+        assert not isinstance(first.value, FailedFast)
+        with pytest.raises(FailedFast, match="the PACS is unreachable"):
+            engine.fetch(SeriesRef("PID", "1.1", "1.1.2"), "1.1.2.1", ["1.1.2.1"])  # another series too
 
 
 # -- the parts on their own -------------------------------------------------------------------------
