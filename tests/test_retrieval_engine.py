@@ -8,10 +8,7 @@ Each test asserts counts of requests, sizes and error texts, never elapsed time.
 
 from __future__ import annotations
 
-import ast
 import logging
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -336,68 +333,3 @@ def test_a_status_pynetdicom_does_not_list_is_a_clear_error() -> None:
     with pytest.raises(RuntimeError, match="no longer lists"):
         statuses.named({0x0000: ("Success", "")}, "Refused: Out of Resources")
     assert statuses.is_pending(0xFF01) and not statuses.is_pending(0x0000)
-
-
-# -- pynetdicom patches: only when installed, and only where they still fit -------------------------
-
-_STATE = """
-import time
-from pynetdicom import _config, dul
-from pynetdicom.transport import AssociationSocket
-def state():
-    return (AssociationSocket.recv.__module__, dul.time is time, _config.STORE_RECV_CHUNKED_DATASET,
-            _config.UNRESTRICTED_STORAGE_SERVICE, _config.LOG_RESPONSE_IDENTIFIERS)
-"""
-
-
-def run_python(code: str) -> subprocess.CompletedProcess[str]:
-    """``code`` in a fresh interpreter (patches are process-wide: never in the test process)."""
-    return subprocess.run(
-        [sys.executable, "-c", _STATE + code],
-        capture_output=True,
-        text=True,
-        timeout=HANG_GUARD_S,
-        check=False,
-        cwd=Path(__file__).resolve().parents[1],  # this checkout's dicomfs
-    )
-
-
-def test_importing_dicomfs_patches_nothing_and_install_does() -> None:
-    result = run_python(
-        "before = state()\n"
-        "import dicomfs.dimse.client, dicomfs.dimse.receiver, dicomfs.dimse.scp, dicomfs.demo.scp\n"
-        "import dicomfs.app.compose, dicomfs.dimse.strategy\n"
-        "assert state() == before, state()\n"
-        "from dicomfs.dimse import patches\n"
-        "patches.install(); patches.install()\n"
-        "print(repr(before)); print(repr(state()))\n"
-    )
-    assert result.returncode == 0, result.stderr
-    before, after = (ast.literal_eval(line) for line in result.stdout.splitlines())
-    assert before == ("pynetdicom.transport", True, False, False, True)  # stock, after every import
-    assert after == ("dicomfs.dimse.patches", False, True, True, False)
-
-
-def test_a_changed_pynetdicom_keeps_its_stock_receive_path_with_one_warning() -> None:
-    result = run_python(
-        "import logging; logging.basicConfig(level=logging.WARNING)\n"
-        "def recv(self, count, flags=0): return bytearray()\n"
-        "recv.__module__ = 'pynetdicom.transport'\n"
-        "AssociationSocket.recv = recv\n"
-        "from dicomfs.dimse import patches\n"
-        "patches.install()\n"
-        "assert AssociationSocket.recv is recv\n"
-        "print(repr(state()))\n"
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stderr.count("AssociationSocket.recv changed; reads left unpatched") == 1, result.stderr
-    # the reactor still fits and is tuned; the switches the receiver needs are set all the same
-    assert ast.literal_eval(result.stdout) == ("pynetdicom.transport", False, True, True, False)
-
-
-def test_a_pynetdicom_without_chunked_receiving_is_refused_clearly() -> None:
-    result = run_python(
-        "del _config.STORE_RECV_CHUNKED_DATASET\nfrom dicomfs.dimse import patches\npatches.install()\n"
-    )
-    assert result.returncode != 0
-    assert "has no _config.STORE_RECV_CHUNKED_DATASET" in result.stderr, result.stderr

@@ -219,7 +219,7 @@ class SeriesJob:
         Every ``HURRY_CHECK_S`` the reader reconsiders the hurry rule and calls ``hurry`` once
         it holds (at most once). A running retrieval that shows no progress for ``stall_s``
         raises :class:`Stalled`: a belt to the braces of the retrieval's own progress watch
-        (``pacs``), so that no FUSE call ever waits without bound.
+        (``dimse.progress``), so that no FUSE call ever waits without bound.
         """
         next_check = 0.0
         hurried = False
