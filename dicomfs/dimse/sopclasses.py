@@ -28,7 +28,8 @@ class Finder(Protocol):
 
     model: str
 
-    def find(self, identifier: Dataset, model_name: str = "") -> list[Dataset]: ...
+    def find(self, identifier: Dataset, model_name: str = "") -> list[Dataset]:
+        """Every C-FIND match of ``identifier``; raises PacsError when the PACS fails."""
 
 
 class SeriesSopClasses:
