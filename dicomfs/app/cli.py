@@ -167,6 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args and args[0] == "demo":
             return run_demo(args[1:])
+        if args and args[0] == "echo":
+            from dicomfs.app.echo import run_echo
+
+            return run_echo(args[1:])
         opts = parse_args(args)
         check_environment(opts)
         check_local_port(opts)
@@ -177,6 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dicomfs: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(opts)
+    from dicomfs.app.echo import check_before_mount  # the PACS check of `dicomfs echo`, bounded
+
+    check_before_mount(opts)
     with contextlib.suppress(KeyboardInterrupt):
         return mount(opts)
     return 0
