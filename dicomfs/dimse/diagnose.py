@@ -347,19 +347,24 @@ class Diagnosis:
     def _echo(self, assoc: Any) -> Step:
         if not _accepts(assoc, VERIFICATION):
             return Step("echo", True, "the PACS does not offer C-ECHO (Verification); not needed")
+        started = time.monotonic()
         status = assoc.send_c_echo(msg_id=_MESSAGE_ID)
         code = getattr(status, "Status", None)
         if code is None:
-            return _failed("echo", self._no_response("C-ECHO", assoc))
+            return _failed("echo", self._no_response("C-ECHO", assoc, started))
         if int(code) != 0x0000:
             detail = f"C-ECHO answered with status 0x{int(code):04X}"
             return Step("echo", False, detail, "check the PACS's log")
         return Step("echo", True, "C-ECHO answered Success")
 
-    def _no_response(self, service: str, assoc: Any) -> Explanation:
+    def _no_response(self, service: str, assoc: Any, started: float) -> Explanation:
+        """No response to ``service``: pynetdicom yields an empty status both for a timeout and
+        for an association the PACS dropped (and marks it aborted only a moment later), so an
+        empty status well before ``timeout`` is the PACS dropping it."""
+        early = time.monotonic() - started < 0.9 * self.target.timeout
         return explain_no_response(
             service,
-            aborted=bool(assoc.is_aborted or not assoc.is_established),
+            aborted=bool(early or assoc.is_aborted or not assoc.is_established),
             calling_aet=self.target.calling_aet,
             timeout=self.target.timeout,
         )
@@ -375,10 +380,11 @@ class Diagnosis:
                 "find", False, f"the PACS does not accept C-FIND in the {_ROOT_NAME[model]} model", hint
             )
         query = _query(level, {})
+        started = time.monotonic()
         try:
             match, error = self._first_match(assoc, uid, query)
         except RuntimeError:  # pynetdicom: the association is gone
-            return None, _failed("find", self._no_response("C-FIND", assoc))
+            return None, _failed("find", self._no_response("C-FIND", assoc, started))
         if error is not None:
             return None, _failed("find", error)
         what = f"{_ROOT_NAME[model]} {level}-level C-FIND"
@@ -392,10 +398,11 @@ class Diagnosis:
         PACS may hold a million entries, one proves the query works."""
         context_id = next(cx.context_id for cx in assoc.accepted_contexts if cx.abstract_syntax == uid)
         first: Dataset | None = None
+        started = time.monotonic()
         for status, identifier in assoc.send_c_find(query, uid, msg_id=_MESSAGE_ID):
             code = getattr(status, "Status", None)
             if code is None:
-                return None, self._no_response("C-FIND", assoc)
+                return None, self._no_response("C-FIND", assoc, started)
             if int(code) in _PENDING:
                 if first is None and identifier is not None:
                     first = identifier
@@ -463,12 +470,13 @@ class Diagnosis:
                 "another program (a running dicomfs mount?) holds localport=; unmount it or stop it first",
             )
         self._hold(listener)
+        started = time.monotonic()
         try:
             report = self._send_move(assoc, uid, identifier, listener)
         finally:
             listener.stop()
         if report is None:
-            return _failed("move", self._no_response("C-MOVE", assoc))
+            return _failed("move", self._no_response("C-MOVE", assoc, started))
         why = explain_move_failure(report, destination=target.calling_aet, localport=target.localport)
         what = "one instance" if instance is not None else "nothing (the PACS holds no instance)"
         if why is None:
