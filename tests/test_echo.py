@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from pynetdicom import AE, StoragePresentationContexts, evt
 
+from dicomfs.dimse.explain import association_failure
 from tests.conftest import DICOMFS_AET
 from tests.mounting import dicomfs_command, is_mounted, mount_options, mounted, wait_until
 from tests.pacs_servers import HOST, DcmqrscpServer, MoveDestination, OrthancServer, free_port
@@ -322,3 +323,35 @@ def test_a_mount_of_a_working_pacs_logs_no_failure(tmp_path: Path, orthanc: Orth
         log = mount.log_text()
     assert f"the PACS {orthanc.ae_title}@{HOST}:{orthanc.port} answers" in log, log
     assert "does not work" not in log and "mounting anyway" not in log
+
+
+# -- the mount's own log lines (dicomfs.dimse.explain, for the PACS client) -------------------------
+
+
+def _associate(port: int, called: str, calling: str = DICOMFS_AET) -> Any:
+    ae = AE(ae_title=calling)
+    ae.add_requested_context("1.2.840.10008.1.1")
+    ae.acse_timeout = ae.network_timeout = ae.connection_timeout = TIMEOUT
+    return ae.associate(HOST, port, ae_title=called)
+
+
+def test_association_failure_reads_orthancs_rejection_from_a_real_association(
+    strict_orthanc: OrthancServer,
+) -> None:
+    for _attempt in range(3):  # Orthanc closes right after its A-ASSOCIATE-RJ; it can win the race
+        assoc = _associate(strict_orthanc.port, "NOTORTHANC")
+        if assoc.is_rejected:
+            break
+    why = association_failure(assoc, called_aet="NOTORTHANC", calling_aet=DICOMFS_AET, tls=False)
+    assert "called AE title not recognized" in why.cause and "aec=" in why.hint
+
+
+def test_association_failure_without_an_answer_names_both_possibilities() -> None:
+    port = free_port()
+    assoc = _associate(port, "ANY")
+    unknown = association_failure(assoc, called_aet="ANY", calling_aet=DICOMFS_AET, tls=False)
+    assert "cannot be reached, or it closed the connection" in unknown.cause
+    refused = association_failure(
+        assoc, called_aet="ANY", calling_aet=DICOMFS_AET, tls=False, connected=False
+    )
+    assert refused.cause == "cannot connect to the PACS" and "serverport=" in refused.hint

@@ -9,6 +9,7 @@ import pytest
 from dicomfs.dimse.explain import (
     MoveReport,
     explain_move_failure,
+    explain_move_status,
     explain_no_response,
     explain_rejection,
     explain_silent_close,
@@ -140,3 +141,29 @@ def test_any_other_failure_keeps_status_comment_and_counts() -> None:
     cause, hint, fatal = _explain(status=0xA900, comment="bad level", connected_back=None)
     assert "0xA900" in cause and "(bad level)" in cause and "0 completed" in cause and fatal
     assert "retrieve=get" in hint
+
+
+@pytest.mark.parametrize(
+    ("status", "completed", "expected"),
+    [
+        (0xA801, 0, "does not know 'DICOMFS' as a move destination"),
+        (0xC000, 0, "0xC000 (unable to process)"),
+        (0xC001, 0, "0xC001 (unable to process)"),
+        (0xC000, 3, None),  # sent some: the caller's own counts say more
+        (0xA702, 0, None),
+        (0xB000, 2, None),
+        (0x0000, 5, None),
+    ],
+)
+def test_the_mounts_move_status_explanation_only_for_destination_problems(
+    status: int, completed: int, expected: str | None
+) -> None:
+    why = explain_move_status(status, completed=completed, destination=CALLING)
+    if expected is None:
+        assert why is None
+        return
+    assert why is not None and expected in why.cause
+    assert "localport=" in why.hint and "retrieve=get" in why.hint
+    # The same words for every series and file: one log line per cause (fuse.errorlog).
+    assert why.line() == explain_move_status(status, completed=completed, destination=CALLING).line()
+    assert not any(char.isdigit() for char in why.line().replace(f"0x{status:04X}", ""))

@@ -27,7 +27,7 @@ from dicomfs.app.options import (
     OptionError,
     parse_args,
 )
-from dicomfs.dimse.diagnose import Diagnosis, EchoTarget, Step, describe
+from dicomfs.dimse.diagnose import Diagnosis, EchoTarget, Step
 
 LOGGER = logging.getLogger(__name__)
 
@@ -110,6 +110,14 @@ def target_of(opts: MountOptions, timeout: float | None = None) -> EchoTarget:
         server_ssl_context=server_ssl_context(opts) if opts.retrieve == "move" else None,
         default_address=(opts.serveraddress, opts.serverport) == defaults,
     )
+
+
+def describe(steps: list[Step]) -> str:
+    """The first failed step as one line (cause; fix), or '' when every step passed."""
+    for step in steps:
+        if not step.ok:
+            return f"{step.name}: {step.detail}" + (f"; fix: {step.hint}" if step.hint else "")
+    return ""
 
 
 def format_step(step: Step) -> str:

@@ -7,9 +7,9 @@ by ``EchoTarget.timeout``; :meth:`Diagnosis.cancel` ends a run early from anothe
 mount's start-up check gives it a few seconds, no more). The causes and fixes come from
 :mod:`dicomfs.dimse.explain`, which is pure and shared with the mount's own log lines.
 
-The return path (``move``) is tested for real: a temporary storage SCP of ours listens on
-``localport`` (accepting any called AE title, and recording the one the PACS used), and the PACS
-is asked for a C-MOVE of one instance to ``aet``. The instance is acknowledged and dropped.
+The return path (``move``) is tested for real (:mod:`dicomfs.dimse.returnpath`): a temporary
+storage SCP of ours listens on ``localport``, and the PACS is asked for a C-MOVE of one instance
+(found by C-FINDs down from the root match) to ``aet``.
 """
 
 from __future__ import annotations
@@ -25,18 +25,15 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import AE
 
 from dicomfs.dimse.explain import (
     Explanation,
-    MoveReport,
+    association_failure,
     explain_move_failure,
     explain_no_response,
-    explain_rejection,
-    explain_silent_close,
-    status_words,
 )
-from dicomfs.dimse.negotiation import TRANSFER_SYNTAXES
+from dicomfs.dimse.returnpath import ReturnPath, move_identifier, send_move_probe
 
 LOGGER = logging.getLogger(__name__)
 
@@ -64,12 +61,10 @@ _UNIQUE_KEY = {
     "IMAGE": "SOPInstanceUID",
 }
 _PENDING = (0xFF00, 0xFF01)
-_MESSAGE_ID = 1
+_MESSAGE_ID = 1  # one request at a time on the association; C-CANCEL names it
 #: An A-ABORT right after our A-ASSOCIATE-RQ can hide the A-ASSOCIATE-RJ that came first (Orthanc
 #: rejects and closes at once; pynetdicom sometimes sees the close first): ask again this often.
 _ASSOCIATE_ATTEMPTS = 3
-#: No-op Study Instance UID for a C-MOVE of nothing (a PACS holding no object at all).
-NOTHING_UID = "2.25.1"
 
 
 @dataclass(frozen=True)
@@ -110,67 +105,6 @@ class Step:
 
 def _failed(name: str, why: Explanation) -> Step:
     return Step(name, not why.fatal, why.cause, why.hint)
-
-
-class ReturnPath:
-    """A storage SCP of ours for one C-MOVE: records who connected (called AE title, address) and
-    which instances arrived; acknowledges every C-STORE and keeps nothing."""
-
-    def __init__(self, target: EchoTarget) -> None:
-        self._target = target
-        self._server: Any = None
-        self._arrived = threading.Condition()
-        self.called_as: list[str] = []
-        self.peers: list[str] = []
-        self.stored: list[str] = []
-
-    def start(self) -> None:
-        """Listen on ``localaddress:localport``; OSError when that is impossible."""
-        target = self._target
-        ae = AE(ae_title=target.calling_aet)
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = target.timeout
-        ae.require_calling_aet = []  # any PACS may connect back
-        for context in AllStoragePresentationContexts:
-            ae.add_supported_context(str(context.abstract_syntax), list(TRANSFER_SYNTAXES))
-        handlers: list[Any] = [(evt.EVT_REQUESTED, self._on_request), (evt.EVT_C_STORE, self._on_store)]
-        self._server = ae.start_server(
-            (target.localaddress, target.localport),
-            block=False,
-            evt_handlers=handlers,
-            ssl_context=target.server_ssl_context,
-        )
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            for assoc in list(server.active_associations):
-                assoc.abort()
-
-    def _on_request(self, event: evt.Event) -> None:
-        request: Any = event.assoc.requestor.primitive
-        with self._arrived:
-            self.called_as.append(str(getattr(request, "called_ae_title", "")).strip())
-            self.peers.append(str(event.assoc.requestor.address))
-            self._arrived.notify_all()
-
-    def _on_store(self, event: evt.Event) -> int:
-        request: Any = event.request
-        with self._arrived:
-            self.stored.append(str(request.AffectedSOPInstanceUID))
-            self._arrived.notify_all()
-        return 0x0000  # PS3.4 B.2.3 Success; the object is dropped, this is only a test
-
-    def wait_for_stores(self, count: int, timeout: float) -> int:
-        """Wait until ``count`` C-STOREs arrived, ``timeout`` seconds at most; how many did."""
-        deadline = time.monotonic() + timeout
-        with self._arrived:
-            while len(self.stored) < count:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._arrived.wait(left)
-            return len(self.stored)
 
 
 class Diagnosis:
@@ -319,26 +253,12 @@ class Diagnosis:
         if assoc is not None and assoc.is_established:
             services = _accepted_services(assoc)
             return assoc, Step("associate", True, f"{who} accepted ({', '.join(services) or 'no services'})")
-        primitive: Any = assoc.acceptor.primitive if assoc is not None else None
-        if primitive is not None and assoc.is_rejected:
-            why = explain_rejection(
-                int(primitive.result or 0),
-                int(primitive.result_source or 0),
-                int(primitive.diagnostic or 0),
-                called_aet=target.called_aet,
-                calling_aet=target.calling_aet,
-            )
-            return None, _failed("associate", why)
-        if primitive is not None:  # accepted, but pynetdicom aborted: no context was accepted
-            return None, Step(
-                "associate",
-                False,
-                f"{who}: the PACS accepted none of the services we proposed (Verification, "
-                "Q/R C-FIND, C-MOVE/C-GET)",
-                "the PACS is not a Query/Retrieve SCP, or not for our AE title: check with its administrator",
-            )
-        why = explain_silent_close(
-            called_aet=target.called_aet, calling_aet=target.calling_aet, tls=target.ssl_context is not None
+        why = association_failure(
+            assoc,
+            called_aet=target.called_aet,
+            calling_aet=target.calling_aet,
+            tls=target.ssl_context is not None,
+            connected=True,  # the connect step has just reached the port
         )
         return None, _failed("associate", why)
 
@@ -457,8 +377,14 @@ class Diagnosis:
                 "use retrieve=get",
             )
         instance = self._one_instance(assoc, match)
-        identifier = _move_identifier(instance, model)
-        listener = ReturnPath(target)
+        identifier = move_identifier(instance, model)
+        listener = ReturnPath(
+            target.calling_aet,
+            target.localaddress,
+            target.localport,
+            target.timeout,
+            target.server_ssl_context,
+        )
         where = f"{target.localaddress or '*'}:{target.localport}"
         try:
             listener.start()
@@ -472,7 +398,7 @@ class Diagnosis:
         self._hold(listener)
         started = time.monotonic()
         try:
-            report = self._send_move(assoc, uid, identifier, listener)
+            report = send_move_probe(assoc, uid, identifier, target.calling_aet, listener, target.timeout)
         finally:
             listener.stop()
         if report is None:
@@ -487,36 +413,6 @@ class Diagnosis:
                 f"stored {report.stored}",
             )
         return _failed("move", why)
-
-    def _send_move(
-        self, assoc: Any, uid: str, identifier: Dataset, listener: ReturnPath
-    ) -> MoveReport | None:
-        final: Dataset | None = None
-        try:
-            for status, _ in assoc.send_c_move(identifier, self.target.calling_aet, uid, msg_id=_MESSAGE_ID):
-                code = getattr(status, "Status", None)
-                if code is None:
-                    return None
-                if int(code) not in _PENDING:
-                    final = status
-                    break
-        except RuntimeError:  # the association went away under pynetdicom
-            return None
-        if final is None:
-            return None
-        completed = int(final.get("NumberOfCompletedSuboperations", 0) or 0)
-        # An asynchronous mover (Orthanc with SynchronousCMove false) answers before it sends.
-        stored = listener.wait_for_stores(completed, self.target.timeout if completed else 0.0)
-        return MoveReport(
-            status=int(final.Status),
-            comment=str(final.get("ErrorComment", "") or ""),
-            completed=completed,
-            failed=int(final.get("NumberOfFailedSuboperations", 0) or 0),
-            warning=int(final.get("NumberOfWarningSuboperations", 0) or 0),
-            connected_back=bool(listener.called_as),
-            called_back_as=listener.called_as[0] if listener.called_as else "",
-            stored=stored,
-        )
 
 
 def resolve(target: EchoTarget) -> tuple[tuple[int, str] | None, Step]:
@@ -580,36 +476,4 @@ def _query(level: str, keys: dict[str, str]) -> Dataset:
     return query
 
 
-def _move_identifier(keys: dict[str, str] | None, model: str) -> Dataset:
-    """IMAGE-level unique keys of one instance; without one, a study nobody holds (a C-MOVE of
-    nothing: some PACS check the destination first, and answer 0xA801 even then)."""
-    identifier = Dataset()
-    if keys is None:
-        identifier.QueryRetrieveLevel = "STUDY"
-        if model == "patient":
-            identifier.PatientID = ""
-        identifier.StudyInstanceUID = NOTHING_UID
-        return identifier
-    identifier.QueryRetrieveLevel = "IMAGE"
-    for name, value in keys.items():
-        setattr(identifier, name, value)
-    return identifier
-
-
-def describe(steps: list[Step]) -> str:
-    """The first failed step as one line (cause; fix), or '' when every step passed."""
-    for step in steps:
-        if not step.ok:
-            return f"{step.name}: {step.detail}" + (f"; fix: {step.hint}" if step.hint else "")
-    return ""
-
-
-__all__ = [
-    "Diagnosis",
-    "EchoTarget",
-    "ReturnPath",
-    "Step",
-    "describe",
-    "resolve",
-    "status_words",
-]
+__all__ = ["Diagnosis", "EchoTarget", "Step", "association_failure", "resolve"]

@@ -21,6 +21,7 @@ Sources of the vendor-specific rules (read in their code, not guessed):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 # PS3.8 9.3.4 A-ASSOCIATE-RJ: Result, Source, Reason/Diag.
 RESULT_PERMANENT = 1
@@ -186,7 +187,9 @@ class MoveReport:
     stored: int = 0
 
 
-def explain_move_failure(report: MoveReport, *, destination: str, localport: int) -> Explanation | None:
+def explain_move_failure(
+    report: MoveReport, *, destination: str, localport: int | None = None
+) -> Explanation | None:
     """Why a C-MOVE to ``destination`` (our AE title) brought nothing back, or None when it worked.
 
     Tells apart: the PACS does not know the destination (0xA801; Orthanc's 0xC000 without a
@@ -202,11 +205,12 @@ def explain_move_failure(report: MoveReport, *, destination: str, localport: int
     destination
         The Move Destination we asked for (``aet``).
     localport
-        Where our storage SCP listens, for the hint.
+        Where our storage SCP listens, for the hint (None: "localport=").
     """
     words = status_words(report.status)
     comment = f" ({report.comment.strip()})" if report.comment.strip() else ""
-    where = f"this machine's address and port {localport}"
+    port = "localport=" if localport is None else f"port {localport}"
+    where = f"this machine's address and {port}"
     register = f"register AE title {destination!r} at the PACS with {where} (Orthanc: DicomModalities)"
     if report.connected_back and report.stored and report.status in (MOVE_SUCCESS, MOVE_WARNING):
         if report.called_back_as and report.called_back_as != destination:
@@ -233,13 +237,13 @@ def explain_move_failure(report: MoveReport, *, destination: str, localport: int
     if report.connected_back is False and report.completed and not report.stored:
         return Explanation(
             f"the PACS reports {report.completed} sub-operation(s) completed to {destination!r} "
-            f"({words}), but nothing reached our storage SCP on port {localport}",
+            f"({words}), but nothing reached our storage SCP on {port}",
             f"the PACS sent them to another host or port: correct its entry for {destination!r} to {where}",
         )
     if report.connected_back is False and (report.failed or report.status != MOVE_SUCCESS):
         return Explanation(
-            f"the PACS accepted the C-MOVE to {destination!r} but never connected back to port "
-            f"{localport} ({words}, {report.failed} failed sub-operation(s){comment})",
+            f"the PACS accepted the C-MOVE to {destination!r} but never connected back to {port} "
+            f"({words}, {report.failed} failed sub-operation(s){comment})",
             f"the PACS cannot reach {where}: check the address and port it has for {destination!r}, "
             f"firewalls and NAT, ssh -R through a tunnel; {_GET_INSTEAD}",
         )
@@ -261,3 +265,72 @@ def explain_move_failure(report: MoveReport, *, destination: str, localport: int
         f"{report.failed} failed sub-operation(s)",
         f"check the PACS's log; {_GET_INSTEAD}",
     )
+
+
+def explain_move_status(
+    status: int, *, completed: int, destination: str, comment: str = "", localport: int | None = None
+) -> Explanation | None:
+    """For the mount's retrievals: the cause and fix when a C-MOVE's final status says the PACS
+    could not send to ``destination`` at all (0xA801, or a 0xCxxx "unable to process" with nothing
+    completed, which is how Orthanc answers an unknown move destination); None for any other
+    outcome, whose sub-operation counts the caller reports itself.
+
+    The text holds no counts or UIDs, so every file of every series it fails has the same cause
+    (``fuse.errorlog`` then logs it once, not once per file).
+    """
+    unable = status & _UNABLE_TO_PROCESS_MASK == _UNABLE_TO_PROCESS
+    if status != MOVE_DESTINATION_UNKNOWN and not (unable and not completed):
+        return None
+    report = MoveReport(status=status, comment=comment, completed=completed)
+    return explain_move_failure(report, destination=destination, localport=localport)
+
+
+def association_failure(
+    assoc: Any, *, called_aet: str, calling_aet: str, tls: bool, connected: bool | None = None
+) -> Explanation:
+    """Why a pynetdicom association attempt (``AE.associate``'s result) was not established.
+
+    Reads the attributes of the ``Association`` only (``is_rejected``, ``acceptor.primitive``'s
+    ``result``, ``result_source`` and ``diagnostic``); nothing is imported from pynetdicom.
+
+    Parameters
+    ----------
+    assoc
+        The ``pynetdicom.association.Association`` (None: the attempt was cancelled).
+    called_aet, calling_aet
+        ``aec`` and ``aet``.
+    tls
+        Whether the attempt used TLS (for the hint).
+    connected
+        Whether the TCP connection was made (an ``EVT_CONN_OPEN`` handler can tell); None when
+        unknown: pynetdicom marks a refused connection, a closed one and a silent peer alike
+        (aborted, no A-ASSOCIATE answer).
+    """
+    primitive: Any = assoc.acceptor.primitive if assoc is not None else None
+    if primitive is not None and assoc.is_rejected:
+        return explain_rejection(
+            int(primitive.result or 0),
+            int(primitive.result_source or 0),
+            int(primitive.diagnostic or 0),
+            called_aet=called_aet,
+            calling_aet=calling_aet,
+        )
+    if primitive is not None:  # accepted, then aborted by pynetdicom: no context was accepted
+        return Explanation(
+            "the PACS accepted the association but none of the services we proposed (Verification, "
+            "Q/R C-FIND, C-MOVE/C-GET)",
+            "the PACS is not a Query/Retrieve SCP, or not for our AE title: check with its administrator",
+        )
+    if connected is False:
+        return Explanation(
+            "cannot connect to the PACS",
+            "is it running, and are serveraddress= and serverport= right? (dicomfs echo tells more)",
+        )
+    why = explain_silent_close(called_aet=called_aet, calling_aet=calling_aet, tls=tls)
+    if connected is None:
+        return Explanation(
+            "no answer to the association request: the PACS cannot be reached, or it closed the "
+            "connection without answering",
+            f"is the PACS running at serveraddress= and serverport=? If so: {why.hint}",
+        )
+    return why
