@@ -243,12 +243,15 @@ class Diagnosis:
         for _attempt in range(_ASSOCIATE_ATTEMPTS):
             if self._cancelled.is_set():
                 break
+            started = time.monotonic()
             assoc = self._new_ae().associate(
                 address[1], target.port, ae_title=target.called_aet, tls_args=tls_args
             )
             self._hold(assoc)
             if assoc.is_established or assoc.is_rejected or assoc.acceptor.primitive is not None:
                 break
+            if time.monotonic() - started > 0.9 * target.timeout:
+                break  # a silent peer, not a race: asking again would only wait again
         who = f"{target.calling_aet} -> {target.called_aet}"
         if assoc is not None and assoc.is_established:
             services = _accepted_services(assoc)
