@@ -4,7 +4,9 @@ dcmqrscp and in-process peers on 127.0.0.1: each misconfiguration gets its own c
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -264,8 +266,6 @@ def test_a_move_destination_at_another_port_is_told_apart(
 
 
 def test_echo_while_localport_is_taken_says_so(orthanc: OrthancServer) -> None:
-    import socket
-
     with socket.socket() as busy:
         busy.bind((HOST, 0))
         busy.listen()
@@ -355,3 +355,26 @@ def test_association_failure_without_an_answer_names_both_possibilities() -> Non
         assoc, called_aet="ANY", calling_aet=DICOMFS_AET, tls=False, connected=False
     )
     assert refused.cause == "cannot connect to the PACS" and "serverport=" in refused.hint
+
+
+def test_a_silent_peer_fails_at_associate_after_one_timeout() -> None:
+    """A port that accepts TCP and never answers: one timeout (not one per attempt), then the fix."""
+    accepted: list[socket.socket] = []
+    with socket.create_server((HOST, 0)) as listener:
+
+        def accept() -> None:
+            while True:
+                try:
+                    accepted.append(listener.accept()[0])
+                except OSError:
+                    return
+
+        threading.Thread(target=accept, daemon=True).start()
+        try:
+            port = listener.getsockname()[1]
+            result = run_echo(mount_options(serveraddress=HOST, serverport=port, timeout=2))
+        finally:
+            for sock in accepted:
+                sock.close()
+    assert_fails_at(result, "associate", "no answer to the association request within 2 s", "DICOM port")
+    assert len(accepted) == 2  # the connect step's and one association attempt's

@@ -32,6 +32,7 @@ from dicomfs.dimse.explain import (
     association_failure,
     explain_move_failure,
     explain_no_response,
+    explain_silent_peer,
 )
 from dicomfs.dimse.returnpath import ReturnPath, move_identifier, send_move_probe
 
@@ -240,6 +241,7 @@ class Diagnosis:
         target = self.target
         tls_args = (target.ssl_context, target.host) if target.ssl_context is not None else None
         assoc: Any = None
+        silent = False
         for _attempt in range(_ASSOCIATE_ATTEMPTS):
             if self._cancelled.is_set():
                 break
@@ -250,12 +252,17 @@ class Diagnosis:
             self._hold(assoc)
             if assoc.is_established or assoc.is_rejected or assoc.acceptor.primitive is not None:
                 break
-            if time.monotonic() - started > 0.9 * target.timeout:
+            silent = time.monotonic() - started > 0.9 * target.timeout
+            if silent:
                 break  # a silent peer, not a race: asking again would only wait again
         who = f"{target.calling_aet} -> {target.called_aet}"
         if assoc is not None and assoc.is_established:
             services = _accepted_services(assoc)
             return assoc, Step("associate", True, f"{who} accepted ({', '.join(services) or 'no services'})")
+        if silent and not assoc.is_rejected and assoc.acceptor.primitive is None:
+            return None, _failed(
+                "associate", explain_silent_peer(timeout=target.timeout, tls=target.ssl_context is not None)
+            )
         why = association_failure(
             assoc,
             called_aet=target.called_aet,

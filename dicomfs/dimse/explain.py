@@ -133,6 +133,19 @@ def explain_silent_close(*, called_aet: str, calling_aet: str, tls: bool) -> Exp
     )
 
 
+def explain_silent_peer(*, timeout: float, tls: bool) -> Explanation:
+    """The TCP connection was accepted, and no A-ASSOCIATE answer came within ``timeout``."""
+    tls_hint = (
+        "the PACS may not speak TLS there (tls=)"
+        if tls
+        else "the PACS may want TLS there (tls=, tlscert=, tlskey=)"
+    )
+    return Explanation(
+        f"no answer to the association request within {timeout:g} s",
+        f"check that serverport= is the PACS's DICOM port (not a web or other service); {tls_hint}",
+    )
+
+
 def explain_no_response(service: str, *, aborted: bool, calling_aet: str, timeout: float) -> Explanation:
     """An accepted association on which ``service`` (``C-FIND``, ``C-MOVE``, ...) got no response.
 
