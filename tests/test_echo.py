@@ -291,7 +291,10 @@ def test_a_detached_mount_prints_the_failure_before_detaching(
 ) -> None:
     mountpoint = tmp_path / "mnt"
     mountpoint.mkdir()
-    options = options_for(strict_orthanc, free_port(), aec="NOTORTHANC", cachedir=tmp_path / "cache")
+    logfile = tmp_path / "dicomfs.log"  # not syslog: the test reads what was logged
+    options = options_for(
+        strict_orthanc, free_port(), aec="NOTORTHANC", cachedir=tmp_path / "cache", logfile=logfile
+    )
     try:
         result = subprocess.run(
             dicomfs_command(str(mountpoint), "-o", options),
@@ -307,7 +310,7 @@ def test_a_detached_mount_prints_the_failure_before_detaching(
         assert len(lines) == 1, result.stderr
         assert lines[0].startswith("dicomfs: the PACS NOTORTHANC@127.0.0.1:")
         assert "called AE title not recognized" in lines[0] and "aec=" in lines[0]
-        log = (tmp_path / "cache" / "dicomfs.log").read_text()
+        log = logfile.read_text()
         assert "called AE title not recognized" in log
     finally:
         if is_mounted(mountpoint):

@@ -2,6 +2,8 @@
 
     dicomfs MOUNTPOINT -o serveraddress=H,serverport=P,aec=PACS,aet=DICOMFS[,...]
     dicomfs demo MOUNTPOINT [-f] [-o ...]
+    dicomfs cache stats|clear|prune [--older-than 30d] [--cachedir DIR]
+    dicomfs prefetch PATH...
 
 Everything that can be wrong with the command line is reported as one line on stderr, with exit
 status 2, before anything is mounted.
@@ -12,15 +14,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import os
 import shutil
 import socket
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dicomfs.app.localport import wait_for_port
+from dicomfs.app.logs import configure_logging
 from dicomfs.app.options import (
     HelpRequested,
     MountOptions,
@@ -55,29 +56,6 @@ def check_local_port(opts: MountOptions) -> None:
         by = ", ".join(f"pid {holder.pid} ({holder.command[:60]})" for holder in holders)
         raise OptionError(f"localport: {where} is already in use" + (f" by {by}" if by else ""))
     raise OptionError(f"localport: cannot listen on {where}: {error.strerror}")
-
-
-def configure_logging(opts: MountOptions) -> None:
-    """Foreground: stderr. Detached: ``<cachedir>/dicomfs.log`` (stderr goes nowhere then)."""
-    level = logging.DEBUG if opts.debug else logging.INFO
-    handler: logging.Handler
-    if opts.foreground or opts.debug:
-        handler = logging.StreamHandler(sys.stderr)
-    else:
-        handler = logging.FileHandler(os.path.join(opts.cachedir, "dicomfs.log"))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    # pynetdicom says a lot at INFO about every association; keep it for -d.
-    # Without -d only its critical lines: a refused connection or a rejected association is
-    # an ERROR line of pynetdicom's on every retry and every reachability check (thousands an
-    # hour while the PACS is down); dicomfs logs each cause once, in its own words.
-    logging.getLogger("pynetdicom").setLevel(logging.DEBUG if opts.debug else logging.CRITICAL)
-    # pydicom warns (through `warnings` and its logger) on every badly encoded or over-long value
-    # of a C-FIND answer; naming repairs them, so that is noise but for -d.
-    warnings.filterwarnings("ignore", module="pydicom")
-    logging.getLogger("pydicom").setLevel(logging.DEBUG if opts.debug else logging.ERROR)
 
 
 def fuse_kwargs(opts: MountOptions) -> dict[str, object]:
@@ -171,6 +149,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from dicomfs.app.echo import run_echo
 
             return run_echo(args[1:])
+        if args and args[0] == "cache":
+            from dicomfs.app import cachecmd
+
+            return cachecmd.main(args[1:])
+        if args and args[0] == "prefetch":
+            from dicomfs.app import prefetch
+
+            return prefetch.main(args[1:])
         opts = parse_args(args)
         check_environment(opts)
         check_local_port(opts)
@@ -180,7 +166,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OptionError as exc:
         print(f"dicomfs: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    configure_logging(opts)
+    try:
+        configure_logging(opts)
+    except OSError as exc:
+        print(f"dicomfs: logfile: cannot write '{exc.filename}': {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
     from dicomfs.app.echo import check_before_mount  # the PACS check of `dicomfs echo`, bounded
 
     check_before_mount(opts)

@@ -236,6 +236,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("tlscert", PATH, "", "TLS client certificate (PEM)", shown_default="none"),
     Option("tlskey", PATH, "", "TLS private key (PEM)", shown_default="none"),
     Option("tlsca", PATH, "", "CA certificates to verify the PACS (PEM)", shown_default="none"),
+    Option(
+        "logfile",
+        PATH,
+        "",
+        "detached: log to this file (rotated) instead of syslog/journald or <cachedir>/dicomfs.log",
+        shown_default="syslog if /dev/log, else <cachedir>/dicomfs.log",
+    ),
     Option("allow_other", BOOL, False, "FUSE: let other users access the mount", fuse=True),
     Option("allow_root", BOOL, False, "FUSE: let root access the mount", fuse=True),
     Option("default_permissions", BOOL, False, "FUSE: let the kernel check permissions", fuse=True),
@@ -289,6 +296,7 @@ class MountOptions:
     tlscert: str = _default("tlscert")
     tlskey: str = _default("tlskey")
     tlsca: str = _default("tlsca")
+    logfile: str = _default("logfile")
     foreground: bool = False
     debug: bool = False
     single_threaded: bool = False
