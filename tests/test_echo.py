@@ -15,10 +15,15 @@ import pytest
 from pynetdicom import AE, StoragePresentationContexts, evt
 
 from dicomfs.dimse.explain import association_failure
+from tests.broken_pacs import BrokenPacs
+from tests.broken_pacs import options_for as broken_options
 from tests.conftest import DICOMFS_AET
 from tests.mounting import dicomfs_command, is_mounted, mount_options, mounted, wait_until
 from tests.pacs_servers import HOST, DcmqrscpServer, MoveDestination, OrthancServer, free_port
 from tests.test_cli import daemon_pids, process_gone
+
+# The TLS PACS and its certificates (pytest registers these fixtures under their own names).
+from tests.test_security import Pki, pki, tls_pacs  # noqa: F401
 
 STEPS_MOVE = ["resolve", "connect", "associate", "echo", "find", "move"]
 #: Guards against a hang only; a run takes a second or two.
@@ -381,3 +386,36 @@ def test_a_silent_peer_fails_at_associate_after_one_timeout() -> None:
                 sock.close()
     assert_fails_at(result, "associate", "no answer to the association request within 2 s", "DICOM port")
     assert len(accepted) == 2  # the connect step's and one association attempt's
+
+
+# -- TLS ------------------------------------------------------------------------------------------
+
+
+def test_echo_over_tls_checks_the_return_path_over_tls_too(
+    tls_pacs: BrokenPacs,  # noqa: F811 (the fixture imported above)
+    pki: Pki,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The PACS connects back over TLS to echo's own storage SCP, as it would to the mount's."""
+    options = broken_options(
+        tls_pacs,
+        tmp_path / "cache",
+        "move",
+        TIMEOUT,
+        tls=1,
+        tlscert=pki.client_cert,
+        tlskey=pki.client_key,
+        tlsca=pki.ca,
+    )
+    result = run_echo(options)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "stored 1" in step_line(result.stdout, "move")
+    assert tls_pacs.requests["C-MOVE"] == 1
+
+
+def test_plain_echo_against_a_tls_pacs_suggests_tls(
+    tls_pacs: BrokenPacs,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    result = run_echo(broken_options(tls_pacs, tmp_path / "cache", "move", TIMEOUT))
+    assert_fails_at(result, "associate", "without answering", "tls=")
