@@ -291,6 +291,17 @@ def test_a_mount_with_no_pacs_on_localhost_104_comes_up_and_says_so(tmp_path: Pa
     assert "mounting anyway" in log
 
 
+def test_a_mount_of_an_unresolvable_host_comes_up_and_says_so(tmp_path: Path) -> None:
+    options = mount_options(
+        serveraddress="pacs.invalid", localaddress=HOST, localport=free_port(), cachedir=tmp_path / "cache"
+    )
+    with mounted(tmp_path / "mnt", options) as mount:
+        assert is_mounted(mount.mountpoint)
+        log = mount.log_text()
+    assert "resolve: cannot resolve 'pacs.invalid'" in log and "mounting anyway" in log, log
+    assert "Traceback" not in log
+
+
 def test_a_detached_mount_prints_the_failure_before_detaching(
     tmp_path: Path, strict_orthanc: OrthancServer
 ) -> None:
