@@ -270,6 +270,15 @@ def test_a_move_destination_at_another_port_is_told_apart(
     assert len(elsewhere[1]) == before + 1
 
 
+def test_a_connection_back_under_another_called_ae_title_works_and_is_noted(tmp_path: Path) -> None:
+    with BrokenPacs() as broken:
+        broken.move_called_aet = "SOMEONE"
+        result = run_echo(broken_options(broken, tmp_path / "cache", "move", TIMEOUT))
+    assert result.returncode == 0, result.stdout + result.stderr
+    line = step_line(result.stdout, "move")
+    assert line.split()[0] == "note" and "with called AE title 'SOMEONE', not 'DICOMFS'" in line, line
+
+
 def test_echo_while_localport_is_taken_says_so(orthanc: OrthancServer) -> None:
     with socket.socket() as busy:
         busy.bind((HOST, 0))

@@ -228,7 +228,8 @@ def explain_move_failure(
     if report.connected_back and report.stored and report.status in (MOVE_SUCCESS, MOVE_WARNING):
         if report.called_back_as and report.called_back_as != destination:
             return Explanation(
-                f"the PACS connected back calling AE title {report.called_back_as!r}, not {destination!r}",
+                f"the PACS connected back with called AE title {report.called_back_as!r}, "
+                f"not {destination!r}",
                 f"harmless for dicomfs; the PACS's entry for {destination!r} names another AE title",
                 fatal=False,
             )
