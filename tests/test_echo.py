@@ -165,6 +165,21 @@ def test_a_working_pacs_passes_every_step_and_exits_0(
     assert lines[-1] == "all checks passed"
 
 
+def test_a_profile_is_checked_as_it_would_be_mounted(
+    orthanc: OrthancServer, move_port: int, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[pacs.test]\nserveraddress = "{HOST}"\nserverport = {orthanc.port}\naec = "{orthanc.ae_title}"\n'
+        f'localaddress = "{HOST}"\nlocalport = {move_port}\naet = "NOBODY"\n',
+        encoding="utf-8",
+    )
+    # The command line overrides the profile (aet), as for a mount.
+    result = run_echo(f"config={config},aet={DICOMFS_AET}", "test")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[0].startswith(f"dicomfs echo: {orthanc.ae_title}@{HOST}:{orthanc.port}")
+
+
 def test_json_lists_the_steps_with_name_ok_detail_and_hint(orthanc: OrthancServer, move_port: int) -> None:
     good = run_echo(options_for(orthanc, move_port), "--json")
     assert good.returncode == 0, good.stdout + good.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from dicomfs.app.echo import format_step, parse_echo_args, split_echo_args
@@ -25,8 +27,8 @@ def test_split(argv: list[str], profile: str | None, words: list[str], as_json: 
     assert split_echo_args(argv) == (profile, words, as_json)
 
 
-def test_two_profiles_are_a_usage_error() -> None:
-    with pytest.raises(OptionError, match="at most one PROFILE"):
+def test_two_sources_are_a_usage_error() -> None:
+    with pytest.raises(OptionError, match="at most one SOURCE"):
         split_echo_args(["ONE", "TWO"])
 
 
@@ -45,9 +47,25 @@ def test_options_are_those_of_a_mount() -> None:
         parse_echo_args(["-o", "serverprot=104"])
 
 
-def test_a_profile_is_refused_clearly_until_profiles_exist() -> None:
-    with pytest.raises(OptionError, match="profile 'NAME'"):
-        parse_echo_args(["NAME"])
+def test_a_profile_and_the_options_given_here_as_for_a_mount(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[pacs.main]\nserveraddress = "pacs.example.org"\naec = "PACS"\naet = "ME"\n')
+    opts, _ = parse_echo_args(["main", "-o", f"config={config},aet=OTHER"])
+    assert (opts.serveraddress, opts.aec, opts.aet, opts.profile) == (
+        "pacs.example.org",
+        "PACS",
+        "OTHER",
+        "main",
+    )
+    opts, _ = parse_echo_args(["-o", f"profile=main,config={config}"])
+    assert (opts.serveraddress, opts.aet) == ("pacs.example.org", "ME")
+    with pytest.raises(OptionError, match="no profile 'missing'"):
+        parse_echo_args(["missing", "-o", f"config={config}"])
+
+
+def test_a_source_written_as_an_address() -> None:
+    opts, _ = parse_echo_args(["PACS@pacs.example.org:11112"])
+    assert (opts.aec, opts.serveraddress, opts.serverport) == ("PACS", "pacs.example.org", 11112)
 
 
 def test_help() -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from dicomfs.app.commandline import parse_args
 from dicomfs.app.logs import ROTATE_BYTES, ROTATE_KEEP, log_handler
-from dicomfs.app.options import parse_args
 from tests.broken_pacs import BrokenPacs, options_for
 from tests.mounting import dicomfs_command, is_mounted, wait_until
 from tests.test_cli import daemon_pids, process_gone

@@ -9,6 +9,7 @@ import logging
 import ssl
 from collections.abc import Callable, Sequence
 
+from dicomfs.app import notify
 from dicomfs.app.options import MountOptions
 from dicomfs.core.retrieval import RetrievalScheduler
 from dicomfs.core.store import InstanceStore, ListingCache
@@ -53,6 +54,7 @@ class MountServices:
         self._hooks = list(hooks)  # (start, stop) pairs run around ours, e.g. the demo archive
         self._scp: StorageSCP | None = None
         self._started: list[Callable[[], None]] = []
+        self._stopping_told = False
 
     def start(self) -> None:
         opts = self.opts
@@ -109,14 +111,23 @@ class MountServices:
         self.tree.start_prefetching()
         self._started.append(self.tree.stop_prefetching)
         LOGGER.info("mounted %s at %s (retrieve=%s)", prefix, opts.mountpoint, opts.retrieve)
+        # FUSE init() runs once the kernel has mounted us: a Type=notify unit is ready now.
+        notify.notify(notify.READY, f"STATUS=serving {prefix} at {opts.mountpoint}")
+
+    def _tell_stopping(self) -> None:
+        if not self._stopping_told:
+            self._stopping_told = True
+            notify.notify(notify.STOPPING, f"STATUS=unmounting {self.opts.mountpoint}")
 
     def end_retrievals(self) -> None:
         """The session is ending: fail the readers that wait for retrievals, cancel those."""
+        self._tell_stopping()
         scheduler = getattr(self, "scheduler", None)
         if scheduler is not None:
             scheduler.stop()
 
     def stop(self) -> None:
+        self._tell_stopping()
         while self._started:
             stop = self._started.pop()
             try:

@@ -1,6 +1,7 @@
-"""``dicomfs echo [PROFILE] [-o ...] [--json]``: is the PACS set up for us? And the mount's quick check.
+"""``dicomfs echo [SOURCE] [-o ...] [--json]``: is the PACS set up for us? And the mount's quick check.
 
-``dicomfs echo`` takes the same ``-o`` options as a mount (parsed by the same option table) and
+``dicomfs echo`` takes a mount's command line without the mount point (a profile name or
+``AEC@host:port``, then ``-o`` options; parsed by ``commandline.parse_args``) and
 runs :class:`dicomfs.dimse.diagnose.Diagnosis`: one line per step, with the cause and the fix of
 the first failure; exit status 0 only when every step worked (1 otherwise, 2 for a bad command
 line). ``--json`` prints ``{"ok", "pacs", "aet", "retrieve", "steps": [{"name", "ok", "detail",
@@ -20,13 +21,8 @@ import threading
 import warnings
 from collections.abc import Sequence
 
-from dicomfs.app.options import (
-    OPTIONS_BY_NAME,
-    HelpRequested,
-    MountOptions,
-    OptionError,
-    parse_args,
-)
+from dicomfs.app.commandline import parse_args
+from dicomfs.app.options import OPTIONS_BY_NAME, HelpRequested, MountOptions, OptionError
 from dicomfs.dimse.diagnose import Diagnosis, EchoTarget, Step
 
 LOGGER = logging.getLogger(__name__)
@@ -41,28 +37,19 @@ MOUNT_CHECK_S = 5.0
 _NO_MOUNTPOINT = "/"
 
 USAGE = """\
-usage: dicomfs echo [PROFILE] [-d] [--json] [-o name=value[,name=value...]] [name=value,...]
+usage: dicomfs echo [SOURCE] [-d] [--json] [-o name=value[,name=value...]] [name=value,...]
 
 Check the way to the PACS, step by step, with the options a mount would use: the host name,
 the TCP connection, the association (AE titles), C-ECHO, a C-FIND at the root, and for
 retrieve=move the return path (a C-MOVE of one instance to our storage SCP on localport).
-Exit status 0 only when everything works. --json prints the steps as JSON.
+SOURCE is a profile name (see: dicomfs profiles) or AEC@host:port, as for a mount; options
+given here override the profile's. Exit status 0 only when everything works. --json prints the
+steps as JSON.
 """
 
 
-def expand_profile(name: str) -> list[str]:
-    """The option words a named PACS profile stands for.
-
-    TODO(issue 11, "Named PACS"): the profile loader (``~/.config/dicomfs/config.toml``) is being
-    written in ``dicomfs/app`` by another change; call it here, e.g. ``profiles.option_words(name)``,
-    and ``dicomfs echo NAME`` works like ``dicomfs NAME MOUNTPOINT``. Until then a PROFILE is a
-    usage error that says so.
-    """
-    raise OptionError(f"profile {name!r}: profiles are not supported yet; give the options with -o")
-
-
 def split_echo_args(argv: Sequence[str]) -> tuple[str | None, list[str], bool]:
-    """argv -> (PROFILE or None, the words for the option table, ``--json`` given)."""
+    """argv -> (SOURCE or None, the words for the option table, ``--json`` given)."""
     profile: str | None = None
     words: list[str] = []
     as_json = False
@@ -77,7 +64,7 @@ def split_echo_args(argv: Sequence[str]) -> tuple[str | None, list[str], bool]:
         elif profile is None:
             profile = arg
         else:
-            raise OptionError(f"echo takes at most one PROFILE, also got {arg!r}")
+            raise OptionError(f"echo takes at most one SOURCE (a profile or AEC@host:port), also got {arg!r}")
     return profile, words, as_json
 
 
@@ -85,10 +72,11 @@ def parse_echo_args(argv: Sequence[str]) -> tuple[MountOptions, bool]:
     """``dicomfs echo`` argv -> (options, ``--json``); OptionError/HelpRequested as ``parse_args``."""
     if any(arg in ("-h", "--help") for arg in argv):
         raise HelpRequested(USAGE)
-    profile, words, as_json = split_echo_args(argv)
-    if profile is not None:
-        words = [*expand_profile(profile), *words]  # command-line options override the profile's
-    return parse_args([*words, "--", _NO_MOUNTPOINT]), as_json
+    source, words, as_json = split_echo_args(argv)
+    # A mount's command line, SOURCE and all: the profile's values, then SOURCE's, then the
+    # options given here (``commandline.parse_args``); only the mount point is a stand-in.
+    positionals = [_NO_MOUNTPOINT] if source is None else [source, _NO_MOUNTPOINT]
+    return parse_args([*words, "--", *positionals]), as_json
 
 
 def target_of(opts: MountOptions, timeout: float | None = None) -> EchoTarget:

@@ -13,6 +13,12 @@ from dicomfs.app.options import _FLAG_HELP, OPTIONS
 
 #: The subcommands: (synopsis, what it does).
 COMMANDS: tuple[tuple[str, str], ...] = (
+    (
+        "PROFILE MOUNTPOINT [-o ...]",
+        "mount the PACS of a [pacs.PROFILE] table of config.toml (as mount(8) does)",
+    ),
+    ("AEC@host:port MOUNTPOINT [-o ...]", "mount the PACS named by its AE title, host and port"),
+    ("profiles [-o config=PATH]", "list the profiles of the config files"),
     ("demo MOUNTPOINT [-f] [-o ...]", "mount a bundled sample archive, served on loopback"),
     (
         "cache stats|clear|prune [--older-than AGE] [--cachedir DIR] [--json]",
@@ -72,6 +78,9 @@ def format_manpage(date: datetime.date | None = None) -> str:
         ".TP",
         ".I $XDG_CACHE_HOME/dicomfs",
         "the default cachedir: listings/, instances/, partial/ and, detached, dicomfs.log",
+        ".TP",
+        ".I $XDG_CONFIG_HOME/dicomfs/config.toml, /etc/dicomfs/config.toml",
+        "profiles: one [pacs.NAME] table of mount options each",
         ".SH EXAMPLES",
         ".nf",
         "dicomfs /mnt/pacs \\-o serveraddress=pacs.example.org,serverport=11112,"

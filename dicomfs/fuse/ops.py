@@ -11,7 +11,6 @@ import errno
 import functools
 import logging
 import os
-import stat
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -21,13 +20,11 @@ from dicomfs.core.errors import FailedFast, NotFound, PacsError, RetrievalFailed
 from dicomfs.fuse.errorlog import OncePerCause
 from dicomfs.fuse.fdreply import reply_with_fd
 from dicomfs.fuse.lookups import SeenPaths, ask_parallel_dirops, libfuse_version
+from dicomfs.fuse.modes import Ownership
 from dicomfs.fuse.session import SessionWatch
 from dicomfs.views.tree import INSTANCE, Entry, Tree
 
 LOGGER = logging.getLogger(__name__)
-
-DIR_MODE = stat.S_IFDIR | 0o555
-FILE_MODE = stat.S_IFREG | 0o444
 
 #: Names desktops and shells probe for on every new mount. Generated names never start with a
 #: dot, so any dotted name, and these, are answered ENOENT without a C-FIND.
@@ -105,10 +102,9 @@ class DicomFS(mfusepy.Operations):
 
     use_ns = True
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, ownership: Ownership | None = None) -> None:
         self._services = services
-        self._uid = os.getuid()
-        self._gid = os.getgid()
+        self._own = ownership or Ownership.from_options()  # modes and owner (dicomfs.fuse.modes)
         # Without FUSE_PARALLEL_DIROPS, LOOKUPs answer uncached instances at once (dicomfs.fuse.lookups).
         self.lookups_wait = True
         self._seen = SeenPaths()
@@ -145,12 +141,12 @@ class DicomFS(mfusepy.Operations):
         mtime = int((entry.mtime if entry else self._services.tree.mount_time) * 1e9)
         is_file = entry is not None and entry.kind == INSTANCE
         return {
-            "st_mode": FILE_MODE if is_file else DIR_MODE,
+            "st_mode": self._own.file_mode if is_file else self._own.dir_mode,
             "st_nlink": 1 if is_file else 2,
             "st_size": size,
             "st_blocks": (size + 511) // 512,
-            "st_uid": self._uid,
-            "st_gid": self._gid,
+            "st_uid": self._own.uid,
+            "st_gid": self._own.gid,
             "st_mtime": mtime,
             "st_ctime": mtime,
             "st_atime": mtime,
@@ -178,7 +174,7 @@ class DicomFS(mfusepy.Operations):
         if entry is not None and entry.kind == INSTANCE:
             raise mfusepy.FuseOSError(errno.ENOTDIR)
         listing = self._services.tree.children(entry)
-        mode = FILE_MODE if entry is not None and entry.kind == "series" else DIR_MODE
+        mode = self._own.file_mode if entry is not None and entry.kind == "series" else self._own.dir_mode
         return [".", "..", *((child.name, {"st_mode": mode}, 0) for child in listing.entries)]
 
     @translate_errors
