@@ -13,9 +13,12 @@ from dicomfs.app import notify
 from dicomfs.app.options import MountOptions
 from dicomfs.core.retrieval import RetrievalScheduler
 from dicomfs.core.store import InstanceStore, ListingCache
-from dicomfs.dimse import spool
+from dicomfs.dimse import patches, spool
+from dicomfs.dimse.admission import ExpectedOnly
 from dicomfs.dimse.client import PacsAddress, PacsClient
-from dicomfs.dimse.receiver import InstanceReceiver, StorageSCP
+from dicomfs.dimse.receiver import InstanceReceiver
+from dicomfs.dimse.scp import StorageSCP
+from dicomfs.dimse.strategy import DimseRetrieval
 from dicomfs.views.tree import Tree
 
 LOGGER = logging.getLogger(__name__)
@@ -58,6 +61,9 @@ class MountServices:
 
     def start(self) -> None:
         opts = self.opts
+        # pynetdicom's process-wide tuning, once, before any association of ours (importing
+        # dicomfs patches nothing; the demo archive's SCP, started by a hook, shares the tuning).
+        patches.install()
         for start, stop in self._hooks:
             start()
             self._started.append(stop)
@@ -75,13 +81,15 @@ class MountServices:
         self.store = InstanceStore(
             opts.cachedir, opts.cachesize, namespace=f"{opts.aec}@{opts.serveraddress}:{opts.serverport}"
         )
-        # pynetdicom spools every received data set to a file (storescp: chunked receiving):
+        # pynetdicom spools every received data set to a file (patches: chunked receiving):
         # into our partial/ folder, on the cache's file system (dicomfs.dimse.spool).
         spool.install(self.store.partial_dir)
         self._started.append(self.store.close)
         self.listings = ListingCache(opts.cachedir, opts.ttl)
         self._started.append(self.listings.close)
-        self.receiver = InstanceReceiver(self.store)
+        # Only C-STOREs a retrieval asked for are let in (the scheduler says which).
+        expected = ExpectedOnly()
+        self.receiver = InstanceReceiver(self.store, expected)
         if opts.retrieve == "move":
             self._scp = StorageSCP(
                 self.receiver,
@@ -94,12 +102,13 @@ class MountServices:
             self._scp.start()
             self._started.append(self._scp.stop)
         # One association stays free for listings while retrievals run (maxassoc bounds them all).
+        retrievals = DimseRetrieval(
+            self.client, self.receiver, method=opts.retrieve, destination_aet=opts.aet, timeout=opts.timeout
+        )
         self.scheduler = RetrievalScheduler(
-            self.client,
-            self.receiver,
+            retrievals,
+            expected,
             self.store,
-            method=opts.retrieve,
-            destination_aet=opts.aet,
             workers=max(1, opts.maxassoc - 1),
             parallel=opts.parallel,
             timeout=opts.timeout,
