@@ -217,6 +217,7 @@ class BrokenPacs:
         self._move_ssl_context = move_ssl_context
         self._server: Any = None
         self.move_port = 0  # where C-MOVE sends its C-STOREs, whatever the destination AE
+        self.move_called_aet = ""  # the called AE title of C-MOVE sub-associations ('' = the destination)
         self.host = "127.0.0.1"
         self.ae_title = AE_TITLE
         self.store_interval_s = 2.0  # Behaviour.SLOW_NO_PENDING: seconds between C-STOREs
@@ -343,6 +344,8 @@ class BrokenPacs:
         options: dict[str, Any] = {"contexts": [build_context(CTImageStorage, UNCOMPRESSED)]}
         if self._move_ssl_context is not None:
             options["tls_args"] = (self._move_ssl_context, "127.0.0.1")
+        if self.move_called_aet:  # a PACS whose entry for the destination names another AE title
+            options["ae_title"] = self.move_called_aet
         yield "127.0.0.1", self.move_port, options
         yield from self._send(select(event.identifier))
 

@@ -19,6 +19,11 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ),
     ("AEC@host:port MOUNTPOINT [-o ...]", "mount the PACS named by its AE title, host and port"),
     ("profiles [-o config=PATH]", "list the profiles of the config files"),
+    (
+        "echo [SOURCE] [-o ...] [--json]",
+        "check the way to the PACS step by step (name, connection, association, C-ECHO, C-FIND, "
+        "the C-MOVE return path); exit 0 only when all works",
+    ),
     ("demo MOUNTPOINT [-f] [-o ...]", "mount a bundled sample archive, served on loopback"),
     (
         "cache stats|clear|prune [--older-than AGE] [--cachedir DIR] [--json]",

@@ -403,6 +403,7 @@ def format_help(prog: str = "dicomfs") -> str:
     lines = [
         f"usage: {prog} [SOURCE] MOUNTPOINT [-f] [-d] [-s] [-o name=value[,...]] [name=value,...]",
         f"       {prog} profiles [-o config=PATH]   (list the profiles of the config files)",
+        f"       {prog} echo [SOURCE] [-o ...] [--json]   (check the way to the PACS, step by step)",
         f"       {prog} demo MOUNTPOINT [-f]   (a bundled sample archive, served on loopback)",
         "",
         "Mount a DICOM archive (PACS) as a read-only directory tree. SOURCE is a profile name (a",
