@@ -25,6 +25,7 @@ from dicomfs.core.errors import PacsError, QueryRefused
 from dicomfs.core.health import PacsHealth
 from dicomfs.dimse import statuses
 from dicomfs.dimse.associations import Associations, AssociationsBusy, AssociationSlots, PacsAddress
+from dicomfs.dimse.explain import explain_no_response
 from dicomfs.dimse.negotiation import MAX_CONTEXTS
 from dicomfs.dimse.progress import MESSAGE_ID, ProgressWatch, RetrieveOutcome, status_of
 
@@ -135,6 +136,17 @@ class PacsClient:
                     f"the PACS does not accept C-FIND in the {model_name or self.model} root model"
                 )
             for status, match in assoc.send_c_find(identifier, model):
+                dropped = time.monotonic() - started < 0.9 * self.address.timeout
+                if getattr(status, "Status", None) is None and assoc.is_aborted and dropped:
+                    # Dropped well before our DIMSE timeout (which also aborts) instead of answered:
+                    # how Orthanc refuses an AE title it does not know.
+                    why = explain_no_response(
+                        "C-FIND",
+                        aborted=True,
+                        calling_aet=self.address.calling_aet,
+                        timeout=self.address.timeout,
+                    )
+                    raise PacsError(why.line())
                 code = status_of(status)
                 if statuses.is_pending(code):
                     if match is not None:
