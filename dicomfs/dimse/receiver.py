@@ -30,10 +30,10 @@ from pynetdicom.presentation import AllStoragePresentationContexts
 from dicomfs.core.errors import StorageFull
 from dicomfs.core.model import InstanceKey, SeriesKey
 from dicomfs.core.store import InstanceStore, discard
+from dicomfs.dimse import decode
 from dicomfs.dimse.negotiation import TRANSFER_SYNTAXES
 from dicomfs.dimse.patches import MAX_RECEIVE_PDU, tune_socket
 from dicomfs.dimse.spool import spool_error
-from dicomfs.views import naming
 
 LOGGER = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ def identify_instance(path: str | Path, sop_uid: str) -> InstanceKey:
     if not study or not series:
         raise ValueError("dataset carries no Study or Series Instance UID")
     # The Patient ID as listings read it (a backslash is not a value separator for us, etc.).
-    return InstanceKey(naming.text_of(header, "PatientID"), study, series, found)
+    return InstanceKey(decode.text_of(header, "PatientID"), study, series, found)
 
 
 class StorageSCP:
