@@ -33,8 +33,7 @@ from pynetdicom import AE, build_context, evt
 from pynetdicom.dimse_primitives import C_GET, C_MOVE
 
 from dicomfs.demo.samples import deterministic_uid, make_instance
-from tests.conftest import DICOMFS_AET
-from tests.mounting import mount_options
+from tests.mounting import pacs_options
 from tests.pacs_servers import free_port
 
 LOGGER = logging.getLogger(__name__)
@@ -485,15 +484,4 @@ def options_for(pacs: BrokenPacs, cachedir: Path, retrieve: str, timeout: float,
     """Mount options for a dicomfs mount of ``pacs``; its C-MOVEs go to the mount's storage SCP."""
     port = free_port()
     pacs.move_port = port
-    return mount_options(
-        serveraddress=pacs.host,
-        serverport=pacs.port,
-        aec=pacs.ae_title,
-        aet=DICOMFS_AET,
-        localport=port,
-        localaddress="127.0.0.1",
-        cachedir=cachedir,
-        timeout=timeout,
-        retrieve=retrieve,
-        **extra,
-    )
+    return pacs_options(pacs, cachedir, localport=port, timeout=timeout, retrieve=retrieve, **extra)
