@@ -48,6 +48,20 @@ def text_of(ds: pydicom.Dataset, keyword: str) -> str:
     ISO 2022 IR 58's escapes in the text.  No escape sequence is ever left in the result.
     Non-ASCII bytes with no declared charset are read as UTF-8 when valid (a common PACS habit),
     else Latin-1.  Multiple values are joined with a backslash.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        A C-FIND response identifier or a received data set, as pydicom read it (raw elements
+        included); only read.
+    keyword : str
+        The attribute's DICOM keyword ("PatientName").
+
+    Returns
+    -------
+    str
+        The value as text (padding removed), '' when the attribute is absent, empty, a sequence,
+        or of an unknown keyword.
     """
     try:
         tag = _tag(keyword)
