@@ -1,6 +1,6 @@
 """C-FIND matches as text rows, and the screening of rows a PACS should not have sent.
 
-A match is decoded once (``naming.text_of``) into a :data:`Row`, then read many times. Screening
+A match is decoded once (``decode.text_of``) into a :data:`Row`, then read many times. Screening
 drops, and logs, rows of another level, without their unique key, duplicated, or naming another
 parent than the one the listing is of (PS3.4 C.4.1.2.2: the unique keys of the levels above are
 returned with every match, so they can be checked).
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pydicom.dataset import Dataset
 
 from dicomfs.core.model import name_key
-from dicomfs.views import naming
+from dicomfs.dimse import decode
 
 LOGGER = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def read_rows(matches: Sequence[Dataset], asked: Dataset) -> list[Row]:
     keywords = ["QueryRetrieveLevel", *(elem.keyword for elem in asked if elem.keyword)]
     rows = []
     for match in matches:
-        row = {keyword: naming.text_of(match, keyword) for keyword in keywords}
+        row = {keyword: decode.text_of(match, keyword) for keyword in keywords}
         if "PatientID" in row:
             row[RAW_PATIENT_ID] = _raw_text(match, "PatientID") or row["PatientID"]
         rows.append(row)
