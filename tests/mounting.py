@@ -153,6 +153,12 @@ def pacs_options(
         "timeout": timeout,
     }
     options.update(extra)
+    return mount_options(**options)
+
+
+def mount_options(**options: object) -> str:
+    """``name=value,...`` of the options given, as ``-o`` takes them (for tests that mount no PACS
+    of their own, or check option handling; :func:`pacs_options` for a PACS)."""
     return ",".join(f"{key}={value}" for key, value in options.items())
 
 

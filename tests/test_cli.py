@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dicomfs.app.options import OPTIONS, format_markdown_table
+from dicomfs.app.options import OPTIONS
+from dicomfs.app.usage import format_markdown_table
 from tests.conftest import DICOMFS_AET
 from tests.mounting import dicomfs_command, is_mounted, mounted, pacs_options, wait_until
 from tests.pacs_servers import OrthancServer, free_port

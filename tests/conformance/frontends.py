@@ -23,7 +23,8 @@ from typing import Any, Protocol
 
 import pytest
 
-from dicomfs.app.options import MountOptions, parse_args
+from dicomfs.app.commandline import parse_args
+from dicomfs.app.options import MountOptions
 from dicomfs.views.node import Namespace, Node
 from tests.mounting import mounted
 
