@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -28,32 +28,11 @@ from dicomfs.dimse.associations import Associations, AssociationsBusy, Associati
 from dicomfs.dimse.explain import explain_no_response
 from dicomfs.dimse.negotiation import MAX_CONTEXTS
 from dicomfs.dimse.progress import MESSAGE_ID, ProgressWatch, RetrieveOutcome, status_of
+from dicomfs.dimse.qrmodels import MODELS, VERIFICATION
 
 __all__ = ["AssociationSlots", "PacsAddress", "PacsClient", "RetrieveOutcome"]
 
 LOGGER = logging.getLogger(__name__)
-
-# SOP Class UIDs (PS3.4 Annex A.4 and C.6); pynetdicom exposes them only as dynamic attributes.
-Verification = "1.2.840.10008.1.1"
-PatientRootQueryRetrieveInformationModelFind = "1.2.840.10008.5.1.4.1.2.1.1"
-PatientRootQueryRetrieveInformationModelMove = "1.2.840.10008.5.1.4.1.2.1.2"
-PatientRootQueryRetrieveInformationModelGet = "1.2.840.10008.5.1.4.1.2.1.3"
-StudyRootQueryRetrieveInformationModelFind = "1.2.840.10008.5.1.4.1.2.2.1"
-StudyRootQueryRetrieveInformationModelMove = "1.2.840.10008.5.1.4.1.2.2.2"
-StudyRootQueryRetrieveInformationModelGet = "1.2.840.10008.5.1.4.1.2.2.3"
-
-_MODELS: Mapping[str, Mapping[str, str]] = {
-    "study": {
-        "find": StudyRootQueryRetrieveInformationModelFind,
-        "move": StudyRootQueryRetrieveInformationModelMove,
-        "get": StudyRootQueryRetrieveInformationModelGet,
-    },
-    "patient": {
-        "find": PatientRootQueryRetrieveInformationModelFind,
-        "move": PatientRootQueryRetrieveInformationModelMove,
-        "get": PatientRootQueryRetrieveInformationModelGet,
-    },
-}
 
 
 def _take_scp_role(accepted_storage: Sequence[Any]) -> None:
@@ -94,7 +73,7 @@ class PacsClient:
     def echo(self) -> None:
         """C-ECHO; raises PacsError unless the PACS answers Success."""
         with self._associations.open(
-            [(Verification, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]
+            [(VERIFICATION, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]
         ) as assoc:
             status = assoc.send_c_echo()
             if status_of(status) != statuses.SUCCESS:
@@ -108,10 +87,10 @@ class PacsClient:
         PACS without the Verification SOP class still accepts the association. Never retried.
         """
         syntaxes = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
-        contexts = [(Verification, syntaxes), *((models["find"], syntaxes) for models in _MODELS.values())]
+        contexts = [(VERIFICATION, syntaxes), *((models["find"], syntaxes) for models in MODELS.values())]
         try:
             with self._associations.open(contexts, retry_transient=False) as assoc:
-                if any(cx.abstract_syntax == Verification for cx in assoc.accepted_contexts):
+                if any(cx.abstract_syntax == VERIFICATION for cx in assoc.accepted_contexts):
                     status_of(assoc.send_c_echo())
         except (QueryRefused, AssociationsBusy):
             # An answer; or every slot is in use by associations that will report themselves.
@@ -123,13 +102,13 @@ class PacsClient:
         Raises QueryRefused when the PACS does not accept the model or fails the query, and
         PacsError when it cannot be reached or gives up.
         """
-        model = _MODELS[model_name or self.model]["find"]
+        model = MODELS[model_name or self.model]["find"]
         started = time.monotonic()
         matches: list[Dataset] = []
         # Both models are proposed: a PACS that accepts none of the contexts aborts the association
         # (pynetdicom), which would look like an outage; with two, the missing one is a clear "no".
         syntaxes = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
-        contexts = [(models["find"], syntaxes) for models in _MODELS.values()]
+        contexts = [(models["find"], syntaxes) for models in MODELS.values()]
         with self._associations.open(contexts) as assoc:
             if not any(cx.abstract_syntax == model for cx in assoc.accepted_contexts):
                 raise QueryRefused(
@@ -178,7 +157,7 @@ class PacsClient:
         :class:`ProgressWatch`. Raises PacsError when the PACS fails, is silent, or the retrieval
         makes no progress for ``timeout`` seconds (it is then cancelled).
         """
-        model = _MODELS[self.model]["move"]
+        model = MODELS[self.model]["move"]
         contexts = [(model, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]
         with (
             self._associations.open(contexts) as assoc,
@@ -201,7 +180,7 @@ class PacsClient:
         (see ``negotiation``); we take the SCP role for each class. The outcome says which pairs
         the PACS accepted. ``progress`` and ``cancelled`` as for :meth:`move`.
         """
-        model = _MODELS[self.model]["get"]
+        model = MODELS[self.model]["get"]
         uncompressed = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
         contexts: list[tuple[str, Sequence[str]]] = [(model, uncompressed)]
         contexts += list(storage_contexts)[: MAX_CONTEXTS - 1]
