@@ -70,6 +70,9 @@ class InstanceReceiver:
     def __init__(self, store: InstanceStore, policy: AdmissionPolicy) -> None:
         self._store = store
         self._policy = policy
+        #: C-STOREs received, kept or refused (a C-MOVE's destination was reached; not exact under
+        #: concurrent retrievals, which only makes "the PACS cannot reach us" rarer to conclude).
+        self.stores_seen = 0
 
     def handle_store(self, event: evt.Event) -> int:
         """The EVT_C_STORE handler: store what was asked for; returns the C-STORE status.
@@ -78,6 +81,7 @@ class InstanceReceiver:
         PS3.4 B.2.3.
         """
         request: Any = event.request  # a C_STORE primitive for this event
+        self.stores_seen += 1  # the PACS reached us, whatever becomes of this object
         sop_uid = str(request.AffectedSOPInstanceUID or "")
         sender = str(event.assoc.requestor.ae_title)
         admitted = self._policy.admit(sop_uid, sender)
