@@ -10,12 +10,18 @@ import ssl
 from collections.abc import Callable, Sequence
 
 from dicomfs.app.options import MountOptions
+from dicomfs.core.catalog import Catalog
+from dicomfs.core.instances import Instances
 from dicomfs.core.retrieval import RetrievalScheduler
 from dicomfs.core.store import InstanceStore, ListingCache
 from dicomfs.dimse import spool
 from dicomfs.dimse.client import PacsAddress, PacsClient
+from dicomfs.dimse.queries import DimseQueries
 from dicomfs.dimse.receiver import InstanceReceiver, StorageSCP
-from dicomfs.views.tree import Tree
+from dicomfs.views import naming
+from dicomfs.views.hierarchy import PatientHierarchy, base_name
+from dicomfs.views.node import Namespace
+from dicomfs.views.root import Root
 
 LOGGER = logging.getLogger(__name__)
 
@@ -44,7 +50,12 @@ def server_ssl_context(opts: MountOptions) -> ssl.SSLContext | None:
 
 
 class MountServices:
-    """Client, caches, receiver, storage SCP, scheduler and tree of one mount."""
+    """Client, caches, receiver, storage SCP, scheduler, catalog and views of one mount.
+
+    After :meth:`start`, :attr:`namespace` is what front ends consume; :meth:`stop` ends it all.
+    """
+
+    namespace: Namespace
 
     def __init__(
         self, opts: MountOptions, hooks: Sequence[tuple[Callable[[], None], Callable[[], None]]] = ()
@@ -105,9 +116,19 @@ class MountServices:
         self.scheduler.start()
         self._started.append(self.scheduler.stop)
         prefix = f"{opts.aec}@{opts.serveraddress}:{opts.serverport}/{opts.model}"
-        self.tree = Tree(self.client, self.listings, self.store, self.scheduler, cache_prefix=prefix)
-        self.tree.start_prefetching()
-        self._started.append(self.tree.stop_prefetching)
+        self.catalog = Catalog(
+            DimseQueries(self.client),
+            self.listings,
+            cache_prefix=prefix,
+            study_time=naming.study_time,
+            describe=base_name,
+            # For another caller's C-FIND of the same listing: as long as a reader waits for a
+            # stalled retrieval (``timeout`` bounds each C-FIND response, not the whole answer).
+            wait_s=2 * opts.timeout + 5,
+        )
+        self.catalog.start_prefetching()
+        self._started.append(self.catalog.stop_prefetching)
+        self.namespace = Root(PatientHierarchy(self.catalog, Instances(self.store, self.scheduler)))
         LOGGER.info("mounted %s at %s (retrieve=%s)", prefix, opts.mountpoint, opts.retrieve)
 
     def end_retrievals(self) -> None:
@@ -124,3 +145,38 @@ class MountServices:
             except Exception:
                 LOGGER.exception("while stopping")
         LOGGER.info("unmounted %s", self.opts.mountpoint)
+
+    def __enter__(self) -> MountServices:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def build_namespace(opts: MountOptions) -> MountServices:
+    """Every part of one mount but FUSE, started: for tests and front ends other than FUSE.
+
+    Parameters
+    ----------
+    opts : MountOptions
+        As for a mount (``mountpoint`` is only logged). With ``retrieve=move`` the storage SCP
+        listens on ``localaddress:localport``; ``retrieve=get`` opens no port.
+
+    Returns
+    -------
+    MountServices
+        Started: its ``namespace`` (a :class:`~dicomfs.views.node.Namespace`) is ready to use.
+        Call ``stop()`` (or use it as a context manager) to end its threads and close the caches.
+
+    Raises
+    ------
+    OSError
+        The cache directory or the storage SCP's port cannot be used (nothing is left running).
+    """
+    services = MountServices(opts)
+    try:
+        services.start()
+    except BaseException:
+        services.stop()
+        raise
+    return services
