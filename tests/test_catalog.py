@@ -214,6 +214,22 @@ def test_a_listing_shorter_than_the_pacs_count_is_asked_again(
         assert f"still {series[1].count - 1} of {series[1].count} listed" in caplog.text
 
 
+def test_children_of_a_short_fresh_listing_come_ahead(archive: CountingArchive, tmp_path: Path) -> None:
+    with catalog_of(archive, tmp_path) as catalog:
+        catalog.start_prefetching()
+        try:
+            patient = next(p for p in catalog.patients() if p.patient_id == "DEMO001")
+            studies = catalog.studies(patient)  # fresh, 2 studies: their series come ahead
+            wait_until(lambda: archive.finds["SERIES"] == len(studies), DEADLINE_S, "the prefetch")
+            wait_until(lambda: all(catalog.in_flight(s) == 0 for s in studies), DEADLINE_S, "its end")
+            series = [catalog.series(study) for study in studies]
+            assert archive.finds["SERIES"] == len(studies)  # answered from the cache
+            assert all(series)
+            assert archive.finds["IMAGE"] == 0  # one level ahead only: instances cost the archive more
+        finally:
+            catalog.stop_prefetching()
+
+
 def options(archive: DemoArchive, cachedir: Path) -> MountOptions:
     return MountOptions(
         mountpoint=str(cachedir / "unmounted"),

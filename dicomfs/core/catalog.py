@@ -15,7 +15,6 @@ the background (:class:`Prefetcher`). This module knows no file names, no FUSE a
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 
@@ -60,13 +59,10 @@ def listing_key(parent: ParentRecord) -> str:
     if parent is None:
         return "patients"
     if isinstance(parent, PatientRecord):
-        kind, chain = "studies", [parent.key.text]
-    elif isinstance(parent, StudyRecord):
-        kind, chain = "series", [parent.patient.key.text, parent.study_uid]
-    else:
-        kind = "instances"
-        chain = [parent.patient.key.text, parent.study.study_uid, parent.series_uid]
-    return f"{kind}/{json.dumps(chain, ensure_ascii=False)}"
+        return f"studies/{parent.chain_text}"
+    if isinstance(parent, StudyRecord):
+        return f"series/{parent.chain_text}"
+    return f"instances/{parent.chain_text}"
 
 
 class Catalog:
@@ -109,7 +105,7 @@ class Catalog:
         self._describe = describe or describe_by_uid
         self._finder = LevelFinder(queries, study_time=study_time, describe=self._describe)
         self._flights = LocksWhileInUse(wait_s)
-        self._prefetcher: Prefetcher[ParentRecord] = Prefetcher(self._prefetch)
+        self._prefetcher: Prefetcher[ParentRecord] = Prefetcher(self._prefetch, self._describe_parent)
 
     # -- lifecycle (FUSE init and destroy) --------------------------------------------------------
 
@@ -170,6 +166,9 @@ class Catalog:
         ):
             self._prefetcher.add(records)  # type: ignore[arg-type]  # studies and series are parents
         return records
+
+    def _describe_parent(self, parent: ParentRecord) -> str:
+        return "the root" if parent is None else self._describe(parent)
 
     def _prefetch(self, parent: ParentRecord) -> None:
         self._children(parent, prefetch=False)

@@ -31,12 +31,20 @@ class Prefetcher(Generic[T]):
     ----------
     fetch : Callable[[T], object]
         Fetches (and caches) one item's listing; may raise any :class:`DicomFSError`.
+    describe : Callable[[T], str]
+        How the DEBUG line of a failed guess names the item.
     max_queued : int
         Items waiting at most; further ones are dropped.
     """
 
-    def __init__(self, fetch: Callable[[T], object], max_queued: int = MAX_QUEUED_PREFETCHES) -> None:
+    def __init__(
+        self,
+        fetch: Callable[[T], object],
+        describe: Callable[[T], str] = str,
+        max_queued: int = MAX_QUEUED_PREFETCHES,
+    ) -> None:
         self._fetch = fetch
+        self._describe = describe
         self._queue: queue.Queue[tuple[T] | None] = queue.Queue(maxsize=max_queued)
         self._thread: threading.Thread | None = None
 
@@ -80,4 +88,4 @@ class Prefetcher(Generic[T]):
             try:
                 self._fetch(queued[0])
             except DicomFSError as exc:  # only a guess at what comes next: never an error
-                LOGGER.debug("prefetching %s: %s", queued[0], exc)
+                LOGGER.debug("prefetching %s: %s", self._describe(queued[0]), exc)

@@ -10,7 +10,9 @@ Records are pickled into the listing cache (``ListingCache``); a change of their
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from dicomfs.core.model import InstanceKey, PatientKey
 from dicomfs.core.rows import Row
@@ -44,6 +46,11 @@ class PatientRecord:
     def patient_id(self) -> str:
         return self.key.patient_id
 
+    @cached_property
+    def chain_text(self) -> str:
+        """The identity chain as JSON text (stable, unambiguous): listing caches key by it."""
+        return _chain_text(self.key.text)
+
     @property
     def shown_name(self) -> str:
         """The Patient Name the PACS gave this person (whose studies are these)."""
@@ -61,6 +68,11 @@ class StudyRecord:
     #: NumberOfStudyRelatedSeries (PS3.4 C.6.2.1.2), -1 when the PACS does not say.
     count: int = field(default=-1, compare=False)
 
+    @cached_property
+    def chain_text(self) -> str:
+        """The identity chain (patient, study) as JSON text: listing caches key by it."""
+        return _chain_text(self.patient.key.text, self.study_uid)
+
 
 @dataclass(frozen=True)
 class SeriesRecord:
@@ -75,6 +87,11 @@ class SeriesRecord:
     @property
     def patient(self) -> PatientRecord:
         return self.study.patient
+
+    @cached_property
+    def chain_text(self) -> str:
+        """The identity chain (patient, study, series) as JSON text: listing caches key by it."""
+        return _chain_text(self.study.patient.key.text, self.study.study_uid, self.series_uid)
 
     @property
     def mtime(self) -> float:
@@ -95,6 +112,12 @@ class InstanceRecord:
         """The stored object this record stands for (the instance store's key)."""
         study = self.series.study
         return InstanceKey(study.patient.patient_id, study.study_uid, self.series.series_uid, self.sop_uid)
+
+
+def _chain_text(*chain: str) -> str:
+    # Computed once per record (cached_property writes the instance's __dict__, which a frozen
+    # dataclass allows): every path lookup needs it once per level.
+    return json.dumps(chain, ensure_ascii=False)
 
 
 #: A record whose children the catalog lists (None: the root, whose children are patients).

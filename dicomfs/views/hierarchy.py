@@ -97,27 +97,29 @@ class NamedListing:
 
 
 class NamedListings:
-    """The named form of the last catalog answer per parent, at most ``max_entries`` parents
-    (least recently stored out first). Thread-safe; ``_lock`` is a leaf."""
+    """Catalog answers named, at most ``max_entries`` of them (least recently stored out first).
+
+    An answer is known by identity: the catalog hands out the very same tuple for a listing
+    until the listing changes, so a lookup costs no hashing of records. The ``id`` of a tuple
+    held here cannot be reused while it is held. Thread-safe; ``_lock`` is a leaf.
+    """
 
     def __init__(self, max_entries: int = MAX_NAMED_LISTINGS) -> None:
         self._max_entries = max_entries
-        self._named: dict[ParentRecord, NamedListing] = {}
+        self._named: dict[int, NamedListing] = {}
         self._lock = threading.Lock()
 
-    def named(self, parent: ParentRecord, records: tuple[Record, ...]) -> NamedListing:
-        """``records`` (the catalog's answer for ``parent``) named, from memory while it is the
-        same answer (the very same tuple: the catalog hands out the cached one until it changes)."""
-        with self._lock:
-            known = self._named.get(parent)
+    def named(self, records: tuple[Record, ...]) -> NamedListing:
+        """``records`` (one catalog answer) named: from memory while it is the same answer."""
+        known = self._named.get(id(records))
         if known is not None and known.records is records:
             return known
         listing = NamedListing.of(records)
         with self._lock:
-            self._named.pop(parent, None)
+            self._named.pop(id(records), None)
             if len(self._named) >= self._max_entries:
                 self._named.pop(next(iter(self._named)))
-            self._named[parent] = listing
+            self._named[id(records)] = listing
         return listing
 
     def __len__(self) -> int:
@@ -168,7 +170,7 @@ class PatientHierarchy:
         if not node.is_dir:
             raise NotFound(node.name)
         parent: ParentRecord = node.ref  # type: ignore[assignment]  # ours: None or a parent record
-        return self._named.named(parent, self._catalog.children(parent))
+        return self._named.named(self._catalog.children(parent))
 
     # -- instance files -----------------------------------------------------------------------
 
