@@ -11,6 +11,8 @@ import contextlib
 import io
 import logging
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +36,7 @@ from dicomfs.dimse.client import PacsAddress, PacsClient
 from dicomfs.dimse.queries import DimseQueries
 from dicomfs.views import naming
 from dicomfs.views.root import Root
+from tests.identity_archive import Obj, write_archive
 from tests.mounting import wait_until
 
 #: Deadline of every wait here: only a guard against hangs.
@@ -299,3 +302,42 @@ def test_the_root_composes_views_by_top_level_name(archive: CountingArchive, tmp
         assert root.lookup(f"/again/{first.name}/{study.name}/{series.name}/{file.name}") == file == inner
         assert root.size(file) == patients.size(inner) > 0
         assert all(root.size(sibling) > 0 for sibling in root.children(series))  # all landed
+
+
+@pytest.mark.parametrize(
+    ("module", "forbidden"),
+    [
+        ("dicomfs.core.catalog", ("pynetdicom", "pydicom", "mfusepy", "dicomfs.dimse", "dicomfs.views")),
+        ("dicomfs.views.root", ("pynetdicom", "mfusepy", "dicomfs.dimse", "dicomfs.fuse")),
+        ("dicomfs.fuse.ops", ("pynetdicom", "pydicom", "dicomfs.dimse", "dicomfs.core.catalog")),
+    ],
+)
+def test_layers_import_only_what_they_may(module: str, forbidden: tuple[str, ...]) -> None:
+    """The engine imports no DIMSE, DICOM codec, FUSE or view; FUSE sees nodes only (a fresh
+    interpreter: this process has imported everything already)."""
+    probe = f"import sys, {module}; print('\\n'.join(sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    names = loaded.stdout.split()
+    assert [name for name in names if name.startswith(forbidden)] == []
+
+
+def test_a_patient_id_found_to_stand_for_two_persons_splits_the_root(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The PACS answers one PATIENT-level row (counting 2 studies) for two persons without an
+    issuer; their studies tell them apart. The patient lists only its own person's study (asked
+    twice: 1 of 2), and the root, listed again, shows both persons."""
+    objects = [
+        Obj("NOISS", "", "SMITH^ANN", "1.2.826.7.4", "1.2.826.7.4.1", "1.2.826.7.4.1.1"),
+        Obj("NOISS", "", "JONES^BOB", "1.2.826.7.5", "1.2.826.7.5.1", "1.2.826.7.5.1.1"),
+    ]
+    (tmp_path / "archive").mkdir()
+    write_archive(tmp_path / "archive", objects)
+    with DemoArchive(tmp_path / "archive") as archive, catalog_of(archive, tmp_path / "cache") as catalog:
+        (patient,) = catalog.patients()
+        assert (patient.patient_id, patient.count) == ("NOISS", 2)
+        (study,) = catalog.studies(patient)
+        assert study.study_uid == "1.2.826.7.4" and study.patient.key.split
+        persons = sorted((p.key.name, p.key.split) for p in catalog.patients())
+        assert persons == [("jones^bob", True), ("smith^ann", True)]
+    assert caplog.text.count("Patient ID 'NOISS' stands for 2 persons") == 1

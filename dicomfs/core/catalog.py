@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 from dicomfs.core.errors import FailedFast, NotFound, PacsError
 from dicomfs.core.flight import LocksWhileInUse
@@ -227,7 +228,9 @@ class Catalog:
                 len(found.records),
                 expected,
             )
-            found = find()
+            first, found = found, find()
+            if first.root_outdated:  # learnt by the first answer: the second knows it already
+                found = replace(found, root_outdated=True)
             if len(found.records) < expected:
                 LOGGER.warning("%s: still %d of %d listed", where, len(found.records), expected)
         return found
