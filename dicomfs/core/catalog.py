@@ -139,10 +139,26 @@ class Catalog:
     def children(self, parent: ParentRecord) -> tuple[Record, ...]:
         """The listing of any parent record (None: the root), as the methods above give it.
 
+        Parameters
+        ----------
+        parent : PatientRecord, StudyRecord, SeriesRecord or None
+            A record of an earlier listing (its whole parent chain is the listing's identity).
+
+        Returns
+        -------
+        tuple[Record, ...]
+            The children's records in the PACS's order; the same tuple object for as long as
+            the cached listing stays the same (callers may memoise by identity).
+
         Raises
         ------
         NotFound
             ``parent`` is an instance: it has no children.
+        FailedFast
+            The PACS is known to be down and the listing was never cached.
+        PacsError
+            The PACS refused, failed or did not answer (within ``timeout`` per response), and
+            the listing was never cached; a cached one, however old, is served instead.
         """
         if isinstance(parent, InstanceRecord):
             raise NotFound(self._describe(parent))
