@@ -1,8 +1,8 @@
 """The FUSE operations: paths to ``Namespace`` nodes, and domain errors to errno in one place.
 
 A thin adapter in the manner of ratarmount's FuseMount: it never speaks DIMSE and knows no DICOM
-levels, only directory and file nodes (``dicomfs.views.node``). The tree is
-read-only, so every modifying call answers EROFS (the mount is also ``ro`` for the kernel).
+levels, only directory and file nodes (``dicomfs.views.node``). The tree is read-only, so every
+modifying call answers EROFS (the mount is also ``ro`` for the kernel).
 """
 
 from __future__ import annotations
