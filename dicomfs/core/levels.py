@@ -176,13 +176,9 @@ class LevelFinder:
         first, duplicates after: one series filed under two patients is two rows with one UID,
         and the other patient's must not hide this one's)."""
         patient = study.patient
-        where = self._describe(study)
         rows = self._queries.series(patient.query_id or patient.patient_id, study.study_uid)
-        rows = of_level(rows, "SERIES")
-        rows = of_parent(rows, "StudyInstanceUID", study.study_uid, where)
-        rows = of_parent(rows, "PatientID", patient.patient_id, where)
-        rows = self._of_person(rows, patient, where)
-        rows = unique_rows(rows, "SeriesInstanceUID", "SERIES")
+        parents = {"StudyInstanceUID": study.study_uid}
+        rows = self._own(rows, "SERIES", "SeriesInstanceUID", parents, patient, self._describe(study))
         return Found(
             tuple(
                 SeriesRecord(
@@ -198,24 +194,36 @@ class LevelFinder:
     def instances(self, series: SeriesRecord) -> Found:
         """The instances of one series that are its patient's, screened as :meth:`series` does."""
         patient, study = series.patient, series.study
-        where = self._describe(series)
         rows = self._queries.instances(
             patient.query_id or patient.patient_id,
             study.study_uid,
             series.series_uid,
             with_issuer=patient.key.split,
         )
-        rows = of_level(rows, "IMAGE")
-        rows = of_parent(rows, "StudyInstanceUID", study.study_uid, where)
-        rows = of_parent(rows, "SeriesInstanceUID", series.series_uid, where)
-        rows = of_parent(rows, "PatientID", patient.patient_id, where)
-        rows = self._of_person(rows, patient, where)
-        rows = unique_rows(rows, "SOPInstanceUID", "IMAGE")
+        parents = {"StudyInstanceUID": study.study_uid, "SeriesInstanceUID": series.series_uid}
+        rows = self._own(rows, "IMAGE", "SOPInstanceUID", parents, patient, self._describe(series))
         return Found(
             tuple(
                 InstanceRecord(series=series, sop_uid=row["SOPInstanceUID"].strip(), row=row) for row in rows
             )
         )
+
+    def _own(
+        self,
+        rows: list[Row],
+        level: str,
+        uid_keyword: str,
+        parents: dict[str, str],
+        patient: PatientRecord,
+        where: str,
+    ) -> list[Row]:
+        """The rows at ``level`` that name no other parent (``parents``: keyword -> UID, and the
+        Patient ID) and are the patient's person's; duplicates dropped last."""
+        rows = of_level(rows, level)
+        for keyword, uid in {**parents, "PatientID": patient.patient_id}.items():
+            rows = of_parent(rows, keyword, uid, where)
+        rows = self._of_person(rows, patient, where)
+        return unique_rows(rows, uid_keyword, level)
 
     def _of_person(self, rows: list[Row], patient: PatientRecord, where: str) -> list[Row]:
         """The rows of the listed person: a split patient's own, and where the rows themselves
