@@ -33,6 +33,7 @@ from pynetdicom import AE, build_context, evt
 from pynetdicom.dimse_primitives import C_GET, C_MOVE
 
 from dicomfs.demo.samples import deterministic_uid, make_instance
+from dicomfs.dimse import statuses
 from tests.conftest import DICOMFS_AET
 from tests.mounting import mount_options
 from tests.pacs_servers import free_port
@@ -43,11 +44,11 @@ AE_TITLE = "BROKENPACS"
 PATIENT_ID = "BROKEN-1"
 PATIENT_NAME = "Broken^Pacs"
 
-# PS3.4 Annex C.4: the statuses we send ourselves.
-STATUS_PENDING = 0xFF00
-STATUS_SUCCESS = 0x0000
-STATUS_UNABLE_TO_PERFORM_SUBOPERATIONS = 0xA702
-STATUS_WARNING = 0xB000
+# PS3.4 Annex C.4: the statuses we send ourselves, as pynetdicom names them (dimse.statuses).
+STATUS_PENDING = statuses.PENDING
+STATUS_SUCCESS = statuses.SUCCESS
+STATUS_UNABLE_TO_PERFORM_SUBOPERATIONS = statuses.SUBOPERATIONS_REFUSED
+STATUS_WARNING = statuses.SUBOPERATIONS_WARNING
 
 FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
@@ -216,6 +217,7 @@ class BrokenPacs:
         self._move_ssl_context = move_ssl_context
         self._server: Any = None
         self.move_port = 0  # where C-MOVE sends its C-STOREs, whatever the destination AE
+        self.move_called_aet = ""  # the called AE title of C-MOVE sub-associations ('' = the destination)
         self.host = "127.0.0.1"
         self.ae_title = AE_TITLE
         self.store_interval_s = 2.0  # Behaviour.SLOW_NO_PENDING: seconds between C-STOREs
@@ -342,6 +344,8 @@ class BrokenPacs:
         options: dict[str, Any] = {"contexts": [build_context(CTImageStorage, UNCOMPRESSED)]}
         if self._move_ssl_context is not None:
             options["tls_args"] = (self._move_ssl_context, "127.0.0.1")
+        if self.move_called_aet:  # a PACS whose entry for the destination names another AE title
+            options["ae_title"] = self.move_called_aet
         yield "127.0.0.1", self.move_port, options
         yield from self._send(select(event.identifier))
 
@@ -394,7 +398,7 @@ class BrokenPacs:
                 cancelled = True  # and ignored, as the misbehaving PACS of issue #9 does
                 with self._count_lock:
                     self.cancels += 1
-            self._respond(event, 0xFF00, remaining=count)
+            self._respond(event, STATUS_PENDING, remaining=count)
             if self._wake.wait(PENDING_INTERVAL_S):
                 event.assoc.abort()
                 return

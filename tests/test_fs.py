@@ -126,13 +126,13 @@ def test_tar_of_a_study_round_trips(mount: Mount, tmp_path: Path) -> None:
         assert extracted.read_bytes() == original.read_bytes()
 
 
-def test_ls_l_shows_exact_sizes_and_read_only_modes(mount: Mount) -> None:
+def test_ls_l_shows_exact_sizes_and_umask_modes(mount: Mount) -> None:
     series = next(p for p in mount.mountpoint.glob("*/*/*") if p.is_dir())
     listing = run("ls", "-l", str(series)).splitlines()[1:]
-    assert listing and all(line.startswith("-r--r--r--") for line in listing)
+    assert listing and all(line.startswith("-rw-r--r--") for line in listing)  # umask=022; writes: EROFS
     for path in series.iterdir():
         assert path.stat().st_size == len(path.read_bytes())
-    assert (series.stat().st_mode & 0o777) == 0o555
+    assert (series.stat().st_mode & 0o777) == 0o755
 
 
 def test_writes_are_refused_with_erofs(mount: Mount) -> None:

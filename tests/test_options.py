@@ -1,4 +1,5 @@
-"""Table tests for dicomfs.app.options: argv -> MountOptions, errors, help, README table, environment."""
+"""Table tests for dicomfs.app.options and .commandline: argv -> MountOptions, errors, help, README
+table, environment (dicomfs.app.preflight)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,17 @@ from typing import Any
 import pytest
 
 from dicomfs import __version__
+from dicomfs.app.commandline import parse_args
 from dicomfs.app.options import (
     OPTIONS,
     HelpRequested,
     MountOptions,
     OptionError,
-    check_environment,
     format_help,
     format_markdown_table,
-    parse_args,
     with_overrides,
 )
+from dicomfs.app.preflight import check_environment
 
 HISTORIC = (
     "/mnt/mountpoint -o serveraddress=localhost,serverport=1040,localport=11112 "
@@ -37,6 +38,7 @@ def _fixed_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Make the default cachedir independent of the machine running the tests."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)  # no profiles but the tests' own
 
 
 def parse(command: str) -> MountOptions:
@@ -117,6 +119,19 @@ def test_historic_invocation_verbatim(tmp_path: Path) -> None:
         ("/m -o aet=ABCDEFGHIJKLMNOP", {"aet": "ABCDEFGHIJKLMNOP"}),
         ("/m -o 'aet=MY AE_1-x.y'", {"aet": "MY AE_1-x.y"}),
         ("/m -o 'aec= PACS '", {"aec": "PACS"}),
+        # SOURCE as the PACS: AEC@host[:port]; the command line's own options win over it
+        ("PACS@pacs.example.org:1040 /m", {"aec": "PACS", "serveraddress": "pacs.example.org"}),
+        ("PACS@pacs.example.org:1040 /m", {"serverport": 1040, "profile": ""}),
+        ("'MY PACS@[::1]:11112' /m", {"aec": "MY PACS", "serveraddress": "::1", "serverport": 11112}),
+        ("A@B@host /m", {"aec": "A@B", "serveraddress": "host", "serverport": 104}),
+        ("PACS@host:1 /m -o serverport=2,aec=OTHER", {"serverport": 2, "aec": "OTHER"}),
+        # modes and owner
+        ("/m -o umask=077", {"umask": 0o077}),
+        ("/m -o umask=0", {"umask": 0}),
+        ("/m -o umask=0027", {"umask": 0o027}),
+        ("/m -o uid=1000,gid=50", {"uid": 1000, "gid": 50}),
+        ("/m -o uid=root,gid=root", {"uid": 0, "gid": 0}),
+        ("/m -o nonempty", {"nonempty": True}),
     ],
 )
 def test_parse_good(command: str, expected: dict[str, Any]) -> None:
@@ -143,6 +158,7 @@ def test_paths_are_expanded_and_absolute(monkeypatch: pytest.MonkeyPatch, tmp_pa
         ("/m -o auto_unmount,fsname=pacs@host", {"auto_unmount": True, "fsname": "pacs@host"}),
         ("/m -o allow_other=1,allow_other=0", {}),
         ("/m allow_other=yes", {"allow_other": True}),
+        ("/m -o noexec", {"noexec": True}),
     ],
 )
 def test_fuse_pass_through(command: str, expected: dict[str, Any]) -> None:
@@ -187,7 +203,6 @@ def test_fuse_pass_through(command: str, expected: dict[str, Any]) -> None:
         ("/m -o foo", "unknown option 'foo'"),
         ("/m -o foo=1", "unknown option 'foo'"),
         ("/m -o severport=1", "unknown option 'severport' (did you mean 'serverport'?)"),
-        ("/m -o ro", "unknown option 'ro'"),
         ("/m -o Aet=X", "unknown option 'Aet'"),
         ("/m -o aet=", "aet: empty value (aet=AE)"),
         ("/m aec=", "aec: empty value (aec=AE)"),
@@ -199,8 +214,20 @@ def test_fuse_pass_through(command: str, expected: dict[str, Any]) -> None:
         ("/m --foreground", "unknown command-line flag '--foreground'"),
         ("", "missing mountpoint"),
         ("-f -o aet=X", "missing mountpoint"),
-        ("/a /b", "only one mountpoint allowed, also got '/b'"),
-        ("/a -o aet=X /b /c", "only one mountpoint allowed, also got '/b' '/c'"),
+        ("/a /b", "'/a' is neither a profile name"),
+        ("/a -o aet=X /b /c", "too many arguments: '/c'"),
+        ("nosuch /m", "no profile 'nosuch' in "),
+        ("PACS@ /m", "source 'PACS@' is not AEC@host:port"),
+        ("PACS@host:port /m", "serverport: 'port' is not a port number"),
+        ("@host:104 /m", "source '@host:104' is not AEC@host:port"),
+        ("WAY-TOO-LONG-AE-TITLE@host /m", "aec: AE title must be 1-16 characters"),
+        ("/m -o profile=a/b", "profile: 'a/b' is neither a profile name"),
+        ("/m -o umask=999", "umask: '999' is not an octal mask"),
+        ("/m -o umask=01000", "umask: '01000' is not an octal mask"),
+        ("/m -o uid=-1", "uid: '-1' is neither a user ID nor a user name"),
+        ("/m -o uid=4294967295", "uid: '4294967295' is not a user ID"),
+        ("/m -o gid=no-such-group-here", "gid: 'no-such-group-here' is neither a group ID nor a group name"),
+        ("/m -o nonempty=perhaps", "nonempty: 'perhaps' is not one of"),
         ("/m -o allow_other,allow_root", "allow_other and allow_root are mutually exclusive"),
     ],
 )
@@ -210,6 +237,31 @@ def test_parse_bad(command: str, message: str) -> None:
     text = str(excinfo.value)
     assert text.startswith(message)
     assert "\n" not in text
+
+
+MOUNT_WORDS = (
+    "ro,rw,defaults,_netdev,nofail,noauto,auto,user,users,nouser,owner,group,dev,nodev,suid,nosuid,"
+    "exec,sync,async,dirsync,atime,noatime,relatime,strictatime,lazytime,nodiratime,silent,loud,"
+    "x-systemd.automount,x-systemd.mount-timeout=30,x-gvfs-show,comment=systemd.automount,user=alice"
+)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        f"/m -o {MOUNT_WORDS}",
+        # as mount.fuse3 runs an fstab line: SOURCE MOUNTPOINT -o <libmount's list>,dev,suid
+        "PACS@host:104 /m -o rw,relatime,allow_other,exec,suid,dev,dev,suid",
+    ],
+)
+def test_words_of_mount_and_fstab_are_accepted_and_ignored(command: str) -> None:
+    opts = parse(command)
+    fuse = {"allow_other": True} if "allow_other" in command else {}
+    assert dict(opts.fuse_options) == fuse
+    expected = MountOptions(mountpoint="/m", fuse_options=fuse)
+    if "@" in command:
+        expected = with_overrides(expected, aec="PACS", serveraddress="host")
+    assert opts == expected
 
 
 def test_last_duplicate_wins_before_validation() -> None:
@@ -225,10 +277,13 @@ def test_help_requested(flag: str) -> None:
     assert not isinstance(excinfo.value, OptionError)
 
 
-def test_version_requested() -> None:
+@pytest.mark.parametrize("flag", ["-V", "--version"])
+def test_version_requested(flag: str) -> None:
     with pytest.raises(HelpRequested) as excinfo:
-        parse_args(["--version"])
-    assert excinfo.value.text == f"dicomfs {__version__}"
+        parse_args(["/m", flag])
+    assert excinfo.value.text.startswith(f"dicomfs {__version__} (pynetdicom ")
+    for library in ("pydicom ", "mfusepy ", "libfuse 3."):
+        assert library in excinfo.value.text
 
 
 # --------------------------------------------------------------------------- defaults and the table

@@ -10,8 +10,11 @@ import pytest
 
 from dicomfs.core.errors import PacsError, RetrievalFailed
 from dicomfs.core.health import PacsHealth
-from dicomfs.core.retrieval import MIN_PART_SIZE, RetrievalScheduler, SeriesJob, SeriesRef, Stalled
-from dicomfs.dimse.client import RetrieveOutcome
+from dicomfs.core.model import SeriesRef
+from dicomfs.core.retrieval import MIN_PART_SIZE, RetrievalScheduler
+from dicomfs.core.seriesjob import SeriesJob, Stalled
+from dicomfs.dimse.progress import RetrieveOutcome
+from dicomfs.dimse.strategy import DimseRetrieval
 from tests.mounting import ends_within
 
 REF = SeriesRef("PID", "1.1", "1.1.1")
@@ -77,9 +80,7 @@ def test_large_series_are_split_into_parts_covering_every_instance(
     workers: int, count: int, parts: int
 ) -> None:
     nothing: Any = None  # _split needs no collaborators
-    scheduler = RetrievalScheduler(
-        nothing, nothing, nothing, method="get", destination_aet="X", workers=workers, timeout=1, parallel=8
-    )
+    scheduler = RetrievalScheduler(nothing, nothing, nothing, workers=workers, timeout=1, parallel=8)
     order = tuple(f"uid{n}" for n in range(count))
     split = scheduler._split(order)
     assert len(split) == parts
@@ -138,8 +139,10 @@ class _StallingThenWorkingClient:
 def test_a_stalled_job_is_abandoned_and_the_next_read_starts_a_new_one() -> None:
     receiver = _Receiver()
     client = _StallingThenWorkingClient(receiver)
-    stubs: Any = (client, receiver, _Store())
-    scheduler = RetrievalScheduler(*stubs, method="move", destination_aet="X", workers=2, timeout=0.05)
+    stubs: Any = (client, receiver)
+    service = DimseRetrieval(*stubs, method="move", destination_aet="X", timeout=0.05)
+    store: Any = _Store()
+    scheduler = RetrievalScheduler(service, receiver, store, workers=2, timeout=0.05)
     scheduler.start()
     try:
         with pytest.raises(Stalled, match="no progress"):

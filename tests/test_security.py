@@ -99,7 +99,8 @@ def test_localaddress_binds_the_storage_scp_to_loopback_only(move_mount: Mount, 
     assert addresses == ["0100007F"], addresses  # 127.0.0.1, little-endian hex; no 0.0.0.0, no ::
 
 
-def test_modes_are_read_only_and_the_mount_is_private(broken: BrokenPacs, tmp_path: Path) -> None:
+def test_modes_are_0644_0755_and_the_mount_is_private(broken: BrokenPacs, tmp_path: Path) -> None:
+    """umask=022 modes (copies stay deletable, issue #11); writes are EROFS (test_fs), others see nothing."""
     cachedir = tmp_path / "cache"
     with mounted(tmp_path / "mnt", options_for(broken, cachedir, "get")) as handle:
         assert "allow_other" not in mount_options_of(handle.mountpoint)
@@ -107,7 +108,7 @@ def test_modes_are_read_only_and_the_mount_is_private(broken: BrokenPacs, tmp_pa
         assert len(files) == len(INSTANCES)
         for path in [handle.mountpoint, *handle.mountpoint.rglob("*")]:
             mode = path.stat().st_mode
-            assert stat.S_IMODE(mode) == (0o444 if stat.S_ISREG(mode) else 0o555), path
+            assert stat.S_IMODE(mode) == (0o644 if stat.S_ISREG(mode) else 0o755), path
     assert stat.S_IMODE(cachedir.stat().st_mode) == 0o700
 
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from dicomfs.core.retrieval import HURRY_CHECK_S, SeriesJob, SeriesRef
+from dicomfs.core.model import SeriesRef
 from dicomfs.core.sendorder import (
     ASCENDING,
     DESCENDING,
@@ -19,6 +19,7 @@ from dicomfs.core.sendorder import (
     updated_round_trip,
     worth_hurrying,
 )
+from dicomfs.core.seriesjob import HURRY_CHECK_S, SeriesJob
 
 REF = SeriesRef("PID", "1.1", "1.1.1")
 LISTING = [f"uid{n:03d}" for n in range(200)]

@@ -1,7 +1,12 @@
 """``dicomfs`` / ``dicomfs.py`` / ``python -m dicomfs``: check the options, then mount.
 
     dicomfs MOUNTPOINT -o serveraddress=H,serverport=P,aec=PACS,aet=DICOMFS[,...]
+    dicomfs PROFILE MOUNTPOINT [-o ...]          (also how mount(8) and fstab run it)
+    dicomfs AEC@host:port MOUNTPOINT [-o ...]
+    dicomfs profiles [-o config=PATH]
     dicomfs demo MOUNTPOINT [-f] [-o ...]
+    dicomfs cache stats|clear|prune [--older-than 30d] [--cachedir DIR]
+    dicomfs prefetch PATH...
 
 Everything that can be wrong with the command line is reported as one line on stderr, with exit
 status 2, before anything is mounted.
@@ -16,24 +21,23 @@ import os
 import shutil
 import socket
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from dicomfs.app.commandline import parse_args
 from dicomfs.app.localport import wait_for_port
-from dicomfs.app.options import (
-    HelpRequested,
-    MountOptions,
-    OptionError,
-    check_environment,
-    parse_args,
-    with_overrides,
-)
+from dicomfs.app.logs import configure_logging
+from dicomfs.app.mounthelper import escape_fuse_value, pacs_name
+from dicomfs.app.options import HelpRequested, MountOptions, OptionError, with_overrides
+from dicomfs.app.preflight import check_environment
+from dicomfs.app.profiles import all_profiles, config_paths, format_profiles
 
 LOGGER = logging.getLogger("dicomfs")
 
 EXIT_USAGE = 2
 EXIT_MOUNT_FAILED = 1
+_PROFILES_USAGE = "dicomfs profiles [-o config=PATH]"
+_LIBFUSE_MAX_THREADS = 10  # libfuse 3 helper.c: the default of -o max_threads
 
 Hooks = Sequence[tuple[Callable[[], None], Callable[[], None]]]
 
@@ -57,31 +61,19 @@ def check_local_port(opts: MountOptions) -> None:
     raise OptionError(f"localport: cannot listen on {where}: {error.strerror}")
 
 
-def configure_logging(opts: MountOptions) -> None:
-    """Foreground: stderr. Detached: ``<cachedir>/dicomfs.log`` (stderr goes nowhere then)."""
-    level = logging.DEBUG if opts.debug else logging.INFO
-    handler: logging.Handler
-    if opts.foreground or opts.debug:
-        handler = logging.StreamHandler(sys.stderr)
-    else:
-        handler = logging.FileHandler(os.path.join(opts.cachedir, "dicomfs.log"))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    # pynetdicom says a lot at INFO about every association; keep it for -d.
-    # Without -d only its critical lines: a refused connection or a rejected association is
-    # an ERROR line of pynetdicom's on every retry and every reachability check (thousands an
-    # hour while the PACS is down); dicomfs logs each cause once, in its own words.
-    logging.getLogger("pynetdicom").setLevel(logging.DEBUG if opts.debug else logging.CRITICAL)
-    # pydicom warns (through `warnings` and its logger) on every badly encoded or over-long value
-    # of a C-FIND answer; naming repairs them, so that is noise but for -d.
-    warnings.filterwarnings("ignore", module="pydicom")
-    logging.getLogger("pydicom").setLevel(logging.DEBUG if opts.debug else logging.ERROR)
+def mount_source(opts: MountOptions) -> str:
+    """What mount(8), df and findmnt show as the source: the profile name, else ``AEC@host:port``.
+
+    The profile name is also the fstab line's first field, so ``mount -a`` sees the line as
+    mounted and ``umount NAME`` finds it.
+    """
+    return opts.profile or pacs_name(
+        {"aec": opts.aec, "serveraddress": opts.serveraddress, "serverport": opts.serverport}
+    )
 
 
-def fuse_kwargs(opts: MountOptions) -> dict[str, object]:
-    """libfuse options for this mount."""
+def fuse_kwargs(opts: MountOptions, libfuse_major: int = 3) -> dict[str, object]:
+    """libfuse options for this mount (``libfuse_major``: of the libfuse mfusepy loaded)."""
     # Listings are cached for `ttl` anyway; let the kernel keep attributes for a while too.
     attr_timeout = min(opts.ttl, 60.0)
     kwargs: dict[str, object] = {
@@ -93,10 +85,15 @@ def fuse_kwargs(opts: MountOptions) -> dict[str, object]:
         "kernel_cache": True,
         "attr_timeout": attr_timeout,
         "entry_timeout": attr_timeout,
-        "fsname": "dicomfs",
-        "subtype": "dicomfs",
+        "subtype": "dicomfs",  # the type is fuse.dicomfs, as in fstab
     }
     kwargs.update(opts.fuse_options)
+    kwargs["fsname"] = escape_fuse_value(str(kwargs.get("fsname") or mount_source(opts)))
+    if libfuse_major >= 3 and not opts.single_threaded:
+        # libfuse 3.12-3.17.1 default max_idle_threads to -1 and then log "Ignoring invalid max
+        # threads value 4294967295" on every start (lib/fuse_loop_mt.c). As many idle threads as
+        # threads at most (10, helper.c's default) is what -1 means: no worker is ever ended.
+        kwargs.setdefault("max_idle_threads", kwargs.get("max_threads", _LIBFUSE_MAX_THREADS))
     return kwargs
 
 
@@ -105,11 +102,12 @@ def mount(opts: MountOptions, hooks: Hooks = ()) -> int:
     import mfusepy  # FUSE's library is loaded only when mounting: `-h` works without it
 
     from dicomfs.app.compose import MountServices
+    from dicomfs.fuse.modes import Ownership
     from dicomfs.fuse.ops import DicomFS
 
-    operations = DicomFS(MountServices(opts, hooks))
+    operations = DicomFS(MountServices(opts, hooks), Ownership.from_options(opts.umask, opts.uid, opts.gid))
     try:
-        mfusepy.FUSE(operations, opts.mountpoint, **fuse_kwargs(opts))
+        mfusepy.FUSE(operations, opts.mountpoint, **fuse_kwargs(opts, mfusepy.fuse_version_major))
     except RuntimeError as exc:
         if operations.served:
             # libfuse's loop reports a non-zero status when a signal (SIGTERM, SIGINT) ended it;
@@ -162,21 +160,72 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def print_out(text: str) -> None:
+    """``text`` to stdout; a reader that has gone (``dicomfs -h | head``) is no error.
+
+    Python's documented recipe (signal module, "Note on SIGPIPE"): stdout goes to /dev/null so
+    the flush at exit does not raise again.
+    """
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def list_profiles(argv: Sequence[str]) -> int:
+    """``dicomfs profiles [-o config=PATH]``: the profiles of the config files, one per line."""
+    config = ""
+    words = [word for arg in argv for word in arg.removeprefix("-o").split(",") if word]
+    for word in words:
+        key, _, value = word.partition("=")
+        if key != "config" or not value:
+            raise OptionError(f"profiles: unknown argument '{word}' (usage: {_PROFILES_USAGE})")
+        config = os.path.abspath(os.path.expanduser(value))
+    profiles = all_profiles(config)
+    if not profiles:
+        print(f"dicomfs: no [pacs.NAME] profiles in {' or '.join(config_paths(config))}", file=sys.stderr)
+        return 0
+    print_out(format_profiles(profiles))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         if args and args[0] == "demo":
             return run_demo(args[1:])
+        if args and args[0] == "echo":
+            from dicomfs.app.echo import run_echo
+
+            return run_echo(args[1:])
+        if args and args[0] == "cache":
+            from dicomfs.app import cachecmd
+
+            return cachecmd.main(args[1:])
+        if args and args[0] == "prefetch":
+            from dicomfs.app import prefetch
+
+            return prefetch.main(args[1:])
+        if args and args[0] == "profiles":
+            return list_profiles(args[1:])
         opts = parse_args(args)
         check_environment(opts)
         check_local_port(opts)
     except HelpRequested as request:
-        print(request.text)
+        print_out(request.text + "\n")
         return 0
     except OptionError as exc:
         print(f"dicomfs: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    configure_logging(opts)
+    try:
+        configure_logging(opts)
+    except OSError as exc:
+        print(f"dicomfs: logfile: cannot write '{exc.filename}': {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    from dicomfs.app.echo import check_before_mount  # the PACS check of `dicomfs echo`, bounded
+
+    check_before_mount(opts)
     with contextlib.suppress(KeyboardInterrupt):
         return mount(opts)
     return 0

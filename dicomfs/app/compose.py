@@ -9,15 +9,19 @@ import logging
 import ssl
 from collections.abc import Callable, Sequence
 
+from dicomfs.app import notify
 from dicomfs.app.options import MountOptions
 from dicomfs.core.catalog import Catalog
 from dicomfs.core.instances import Instances
 from dicomfs.core.retrieval import RetrievalScheduler
 from dicomfs.core.store import InstanceStore, ListingCache
-from dicomfs.dimse import spool
+from dicomfs.dimse import patches, spool
+from dicomfs.dimse.admission import ExpectedOnly
 from dicomfs.dimse.client import PacsAddress, PacsClient
 from dicomfs.dimse.queries import DimseQueries
-from dicomfs.dimse.receiver import InstanceReceiver, StorageSCP
+from dicomfs.dimse.receiver import InstanceReceiver
+from dicomfs.dimse.scp import StorageSCP
+from dicomfs.dimse.strategy import DimseRetrieval
 from dicomfs.views import naming
 from dicomfs.views.hierarchy import PatientHierarchy, base_name
 from dicomfs.views.node import Namespace
@@ -64,9 +68,13 @@ class MountServices:
         self._hooks = list(hooks)  # (start, stop) pairs run around ours, e.g. the demo archive
         self._scp: StorageSCP | None = None
         self._started: list[Callable[[], None]] = []
+        self._stopping_told = False
 
     def start(self) -> None:
         opts = self.opts
+        # pynetdicom's process-wide tuning, once, before any association of ours (importing
+        # dicomfs patches nothing; the demo archive's SCP, started by a hook, shares the tuning).
+        patches.install()
         for start, stop in self._hooks:
             start()
             self._started.append(stop)
@@ -84,13 +92,15 @@ class MountServices:
         self.store = InstanceStore(
             opts.cachedir, opts.cachesize, namespace=f"{opts.aec}@{opts.serveraddress}:{opts.serverport}"
         )
-        # pynetdicom spools every received data set to a file (storescp: chunked receiving):
+        # pynetdicom spools every received data set to a file (patches: chunked receiving):
         # into our partial/ folder, on the cache's file system (dicomfs.dimse.spool).
         spool.install(self.store.partial_dir)
         self._started.append(self.store.close)
         self.listings = ListingCache(opts.cachedir, opts.ttl)
         self._started.append(self.listings.close)
-        self.receiver = InstanceReceiver(self.store)
+        # Only C-STOREs a retrieval asked for are let in (the scheduler says which).
+        expected = ExpectedOnly()
+        self.receiver = InstanceReceiver(self.store, expected)
         if opts.retrieve == "move":
             self._scp = StorageSCP(
                 self.receiver,
@@ -103,12 +113,13 @@ class MountServices:
             self._scp.start()
             self._started.append(self._scp.stop)
         # One association stays free for listings while retrievals run (maxassoc bounds them all).
+        retrievals = DimseRetrieval(
+            self.client, self.receiver, method=opts.retrieve, destination_aet=opts.aet, timeout=opts.timeout
+        )
         self.scheduler = RetrievalScheduler(
-            self.client,
-            self.receiver,
+            retrievals,
+            expected,
             self.store,
-            method=opts.retrieve,
-            destination_aet=opts.aet,
             workers=max(1, opts.maxassoc - 1),
             parallel=opts.parallel,
             timeout=opts.timeout,
@@ -130,14 +141,23 @@ class MountServices:
         self._started.append(self.catalog.stop_prefetching)
         self.namespace = Root(PatientHierarchy(self.catalog, Instances(self.store, self.scheduler)))
         LOGGER.info("mounted %s at %s (retrieve=%s)", prefix, opts.mountpoint, opts.retrieve)
+        # FUSE init() runs once the kernel has mounted us: a Type=notify unit is ready now.
+        notify.notify(notify.READY, f"STATUS=serving {prefix} at {opts.mountpoint}")
+
+    def _tell_stopping(self) -> None:
+        if not self._stopping_told:
+            self._stopping_told = True
+            notify.notify(notify.STOPPING, f"STATUS=unmounting {self.opts.mountpoint}")
 
     def end_retrievals(self) -> None:
         """The session is ending: fail the readers that wait for retrievals, cancel those."""
+        self._tell_stopping()
         scheduler = getattr(self, "scheduler", None)
         if scheduler is not None:
             scheduler.stop()
 
     def stop(self) -> None:
+        self._tell_stopping()
         while self._started:
             stop = self._started.pop()
             try:

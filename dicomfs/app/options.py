@@ -1,31 +1,28 @@
-"""Command-line options for ``dicomfs``: one declarative table drives parsing, ``-h`` and the README.
-
-The historic invocation must keep working verbatim, so options are accepted both after ``-o`` (repeatable,
-attached or detached) and as trailing ``key=value[,key=value]`` words after the mount point::
-
-    dicomfs.py /mnt/pacs -o serveraddress=localhost,serverport=1040,localport=11112 aec=aec,aet=aet
+"""Options of ``dicomfs``: one declarative table drives parsing, profiles, ``-h`` and the README.
 
 Every option lives in ``OPTIONS`` (name, kind, default, help). ``MountOptions`` takes its defaults from
-that table, ``format_help`` and ``format_markdown_table`` render it, and ``parse_args`` validates against
-it, so a new option is one row plus one dataclass field.
+that table, ``format_help`` and ``format_markdown_table`` render it, and ``convert_option`` checks one
+value against it for the command line (``dicomfs.app.commandline``) and for profiles
+(``dicomfs.app.profiles``), so a new option is one row plus one dataclass field.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import grp
 import logging
 import math
 import os
+import pwd
 import re
-import tempfile
 import textwrap
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from dicomfs import __version__
+from dicomfs.app.mounthelper import IGNORED_PREFIXES, IGNORED_WORDS, check_profile_name
 
 LOGGER = logging.getLogger(__name__)
 
@@ -35,9 +32,6 @@ _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?$", re.IGNORECASE)
 # Host names, IPv4 and IPv6 literals (optionally with a %scope); brackets are stripped first.
 _HOST_RE = re.compile(r"^[A-Za-z0-9._:%-]+$")
-# A trailing positional word is an option list when it starts with "identifier=".
-_OPTION_WORD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
-_SHORT_FLAGS = frozenset("fds")
 _HELP_WIDTH = 100
 
 
@@ -90,7 +84,8 @@ def _parse_ae_title(raw: str) -> str:
     return title
 
 
-def _parse_path(raw: str) -> str:
+def parse_path(raw: str) -> str:
+    """A path option or the mount point: ``~`` and ``$VARS`` expanded, made absolute."""
     return os.path.abspath(os.path.expandvars(os.path.expanduser(raw)))
 
 
@@ -143,6 +138,31 @@ def _parse_text(raw: str) -> str:
     return raw
 
 
+def _parse_umask(raw: str) -> int:
+    # Octal like umask(1) and rclone's --umask: "022", "0022", "77".
+    if not re.fullmatch(r"[0-7]{1,4}", raw) or int(raw, 8) > 0o777:
+        raise ValueError(f"{raw!r} is not an octal mask such as 022, 027 or 077")
+    return int(raw, 8)
+
+
+def _id_kind(what: str, by_name: Callable[[str], int]) -> ValueKind:
+    def parse(raw: str) -> int:
+        if raw.isdigit():
+            if int(raw) >= 2**32 - 1:  # (uid_t)-1 means "no change" to the kernel
+                raise ValueError(f"{raw!r} is not a {what} ID")
+            return int(raw)
+        try:
+            return by_name(raw)
+        except KeyError:
+            raise ValueError(f"{raw!r} is neither a {what} ID nor a {what} name") from None
+
+    return ValueKind(what.upper(), parse)
+
+
+def _parse_profile_name(raw: str) -> str:
+    return check_profile_name(raw)
+
+
 def _choice(*choices: str) -> ValueKind:
     def parse(raw: str) -> str:
         if raw not in choices:
@@ -164,12 +184,16 @@ def _int_range(low: int, high: int) -> ValueKind:
 HOST = ValueKind("HOST", _parse_host)
 PORT = ValueKind("PORT", _parse_port)
 AE_TITLE = ValueKind("AE", _parse_ae_title)
-PATH = ValueKind("PATH", _parse_path)
+PATH = ValueKind("PATH", parse_path)
 SECONDS = ValueKind("SECONDS", _parse_positive_seconds)
 SECONDS_OR_ZERO = ValueKind("SECONDS", _parse_seconds)
 SIZE = ValueKind("SIZE", _parse_size, _show_size)
 BOOL = ValueKind("BOOL", _parse_bool, lambda value: "on" if value else "off", flag=True)
 TEXT = ValueKind("TEXT", _parse_text)
+UMASK = ValueKind("OCTAL", _parse_umask, lambda value: f"{value:03o}")
+UID = _id_kind("user", lambda name: pwd.getpwnam(name).pw_uid)
+GID = _id_kind("group", lambda name: grp.getgrnam(name).gr_gid)
+PROFILE = ValueKind("NAME", _parse_profile_name)
 
 
 # --------------------------------------------------------------------------- the table
@@ -196,6 +220,20 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
+    Option(
+        "profile",
+        PROFILE,
+        "",
+        "take options from the [pacs.NAME] table of the config file (or: dicomfs NAME MOUNTPOINT)",
+        shown_default="none",
+    ),
+    Option(
+        "config",
+        PATH,
+        "",
+        "the profiles file (without it: this one, then /etc/dicomfs/config.toml)",
+        shown_default="$XDG_CONFIG_HOME/dicomfs/config.toml",
+    ),
     Option("serveraddress", HOST, "localhost", "PACS host name or IP address"),
     Option("serverport", PORT, 104, "PACS port"),
     Option("aec", AE_TITLE, "ANY-SCP", "the PACS's AE title (called AE)"),
@@ -236,11 +274,35 @@ OPTIONS: tuple[Option, ...] = (
     Option("tlscert", PATH, "", "TLS client certificate (PEM)", shown_default="none"),
     Option("tlskey", PATH, "", "TLS private key (PEM)", shown_default="none"),
     Option("tlsca", PATH, "", "CA certificates to verify the PACS (PEM)", shown_default="none"),
+    Option(
+        "logfile",
+        PATH,
+        "",
+        "detached: log to this file (rotated) instead of syslog/journald or <cachedir>/dicomfs.log",
+        shown_default="syslog if /dev/log, else <cachedir>/dicomfs.log",
+    ),
+    Option(
+        "umask",
+        UMASK,
+        0o022,
+        "mode bits cleared from directories (0777) and files (0666): 022 gives 0755 and 0644",
+    ),
+    Option("uid", UID, None, "owner of every file and directory (ID or name)", "the mounting user"),
+    Option("gid", GID, None, "group of every file and directory (ID or name)", "the mounting group"),
+    Option("nonempty", BOOL, False, "mount over a non-empty directory or an existing mount point"),
     Option("allow_other", BOOL, False, "FUSE: let other users access the mount", fuse=True),
     Option("allow_root", BOOL, False, "FUSE: let root access the mount", fuse=True),
     Option("default_permissions", BOOL, False, "FUSE: let the kernel check permissions", fuse=True),
     Option("auto_unmount", BOOL, False, "FUSE: unmount when the process dies", fuse=True),
-    Option("fsname", TEXT, "", "FUSE: file system name shown by mount/df", "dicomfs", fuse=True),
+    Option("noexec", BOOL, False, "FUSE: do not allow running programs from the mount", fuse=True),
+    Option(
+        "fsname",
+        TEXT,
+        "",
+        "FUSE: the source shown by mount and df",
+        "the profile name, else AEC@host:port",
+        fuse=True,
+    ),
 )
 OPTIONS_BY_NAME: Mapping[str, Option] = MappingProxyType({option.name: option for option in OPTIONS})
 
@@ -250,7 +312,7 @@ _FLAG_HELP = (
     ("-d", "debug logging (implies -f)"),
     ("-s", "single-threaded FUSE loop"),
     ("-h, --help", "show this help and exit"),
-    ("--version", "show the version and exit"),
+    ("-V, --version", "show the versions of dicomfs and the libraries it uses, and exit"),
 )
 
 
@@ -289,6 +351,13 @@ class MountOptions:
     tlscert: str = _default("tlscert")
     tlskey: str = _default("tlskey")
     tlsca: str = _default("tlsca")
+    logfile: str = _default("logfile")
+    profile: str = _default("profile")
+    config: str = _default("config")
+    umask: int = _default("umask")
+    uid: int | None = _default("uid")
+    gid: int | None = _default("gid")
+    nonempty: bool = _default("nonempty")
     foreground: bool = False
     debug: bool = False
     single_threaded: bool = False
@@ -299,23 +368,16 @@ class MountOptions:
         object.__setattr__(self, "fuse_options", MappingProxyType(dict(self.fuse_options)))
 
 
-# --------------------------------------------------------------------------- parsing
+def with_overrides(opts: MountOptions, **changes: Any) -> MountOptions:
+    """A copy of ``opts`` with some fields replaced (no re-validation: callers pass typed values)."""
+    return dataclasses.replace(opts, **changes)
 
 
-def _split_option_words(words: Sequence[str]) -> dict[str, str | None]:
-    """``["a=1,b", "a=2"]`` -> ``{"a": "2", "b": None}``: later duplicates win, like mount(8)."""
-    raw: dict[str, str | None] = {}
-    for word in words:
-        for item in word.split(","):
-            if not item:
-                continue  # tolerate "a=1,,b" and a trailing comma
-            key, sep, value = item.partition("=")
-            raw.pop(key, None)  # keep insertion order = order of last occurrence
-            raw[key] = value if sep else None
-    return raw
+# --------------------------------------------------------------------------- one value
 
 
-def _convert(key: str, value: str | None) -> tuple[Option, Any]:
+def convert_option(key: str, value: str | None) -> tuple[Option, Any]:
+    """One ``key[=value]`` -> its table row and typed value; OptionError says what is wrong."""
     option = OPTIONS_BY_NAME.get(key)
     if option is None:
         close = difflib.get_close_matches(key, OPTIONS_BY_NAME, n=1)
@@ -333,89 +395,24 @@ def _convert(key: str, value: str | None) -> tuple[Option, Any]:
         raise OptionError(f"{key}: {exc}") from None
 
 
-def _scan_argv(argv: Sequence[str]) -> tuple[list[str], list[str], set[str]]:
-    """Split argv into positional words, option words and short flags; handles help and version."""
-    positionals: list[str] = []
-    option_words: list[str] = []
-    flags: set[str] = set()
-    args = iter(argv)
-    for arg in args:
-        if arg in ("-h", "--help"):
-            raise HelpRequested(format_help())
-        if arg == "--version":
-            raise HelpRequested(f"dicomfs {__version__}")
-        if arg == "--":
-            positionals.extend(args)
-        elif arg == "-o":
-            word = next(args, None)
-            if word is None:
-                raise OptionError("-o needs an argument (-o name=value,...)")
-            option_words.append(word)
-        elif arg.startswith("-o"):
-            option_words.append(arg[2:])
-        elif arg.startswith("-") and len(arg) > 1:
-            if not set(arg[1:]) <= _SHORT_FLAGS:
-                raise OptionError(f"unknown command-line flag '{arg}' (see --help)")
-            flags.update(arg[1:])
-        elif _OPTION_WORD_RE.match(arg):
-            option_words.append(arg)  # historic form: options as trailing words
-        else:
-            positionals.append(arg)
-    return positionals, option_words, flags
-
-
-def parse_args(argv: Sequence[str]) -> MountOptions:
-    """argv (without the program name) -> validated ``MountOptions``.
-
-    Raises ``OptionError`` for anything wrong and ``HelpRequested`` for ``-h``/``--version``.
-    """
-    positionals, option_words, flags = _scan_argv(argv)
-    if not positionals:
-        raise OptionError("missing mountpoint")
-    if len(positionals) > 1:
-        extra = " ".join(repr(word) for word in positionals[1:])
-        raise OptionError(f"only one mountpoint allowed, also got {extra}")
-    values: dict[str, Any] = {}
-    fuse_options: dict[str, str | bool] = {}
-    for key, raw in _split_option_words(option_words).items():
-        option, value = _convert(key, raw)
-        if option.fuse:
-            if value is not False:  # allow_other=0 means "do not pass it"
-                fuse_options[key] = value
-        else:
-            values[key] = value
-    if fuse_options.get("allow_other") and fuse_options.get("allow_root"):
-        raise OptionError("allow_other and allow_root are mutually exclusive")
-    debug = "d" in flags
-    return MountOptions(
-        mountpoint=_parse_path(positionals[0]),
-        foreground=debug or "f" in flags,
-        debug=debug,
-        single_threaded="s" in flags,
-        fuse_options=fuse_options,
-        **values,
-    )
-
-
-def with_overrides(opts: MountOptions, **changes: Any) -> MountOptions:
-    """A copy of ``opts`` with some fields replaced (no re-validation: callers pass typed values)."""
-    return dataclasses.replace(opts, **changes)
-
-
 # --------------------------------------------------------------------------- rendering
 
 
 def format_help(prog: str = "dicomfs") -> str:
     """Usage text for ``-h``: flags, then one line per option with its default."""
     lines = [
-        f"usage: {prog} MOUNTPOINT [-f] [-d] [-s] [-o name=value[,name=value...]] [name=value,...]",
+        f"usage: {prog} [SOURCE] MOUNTPOINT [-f] [-d] [-s] [-o name=value[,...]] [name=value,...]",
+        f"       {prog} profiles [-o config=PATH]   (list the profiles of the config files)",
+        f"       {prog} echo [SOURCE] [-o ...] [--json]   (check the way to the PACS, step by step)",
         f"       {prog} demo MOUNTPOINT [-f]   (a bundled sample archive, served on loopback)",
         "",
-        "Mount a DICOM archive (PACS) as a read-only directory tree.",
+        "Mount a DICOM archive (PACS) as a read-only directory tree. SOURCE is a profile name (a",
+        "[pacs.NAME] table of the config file) or the PACS as AEC@host:port; options given here",
+        "override the profile's.",
         "",
         "flags:",
     ]
-    lines += [f"  {flag:<13} {meaning}" for flag, meaning in _FLAG_HELP]
+    lines += [f"  {flag:<14} {meaning}" for flag, meaning in _FLAG_HELP]
     width = max(len(option.syntax) for option in OPTIONS)
     for title, fuse in (("options", False), ("FUSE options (passed to libfuse)", True)):
         lines += ["", f"{title}:"]
@@ -431,6 +428,12 @@ def format_help(prog: str = "dicomfs") -> str:
             )
             lines += [line.replace("\0", " ") for line in wrapped]
     lines += [
+        "",
+        *textwrap.wrap(
+            "mount(8) and fstab words are accepted and ignored (the mount is always read-only, nodev, "
+            f"nosuid): {', '.join(sorted(IGNORED_WORDS))}, {', '.join(p + '*' for p in IGNORED_PREFIXES)}",
+            width=_HELP_WIDTH,
+        ),
         "",
         "example:",
         f"  {prog} /mnt/pacs -o serveraddress=localhost,serverport=1040,localport=11112 aec=aec,aet=aet",
@@ -451,44 +454,3 @@ def format_markdown_table() -> str:
         for option in OPTIONS
     ]
     return "\n".join(lines) + "\n"
-
-
-# --------------------------------------------------------------------------- environment
-
-
-def _check_cachedir(path: str) -> None:
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        # A real write, not os.access(): root passes access() even on a read-only file system.
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as exc:
-        raise OptionError(f"cachedir: cannot use '{path}': {exc.strerror or exc}") from None
-
-
-def _check_readable(name: str, path: str) -> None:
-    try:
-        with open(path, "rb") as handle:
-            handle.read(1)
-    except OSError as exc:
-        raise OptionError(f"{name}: cannot read '{path}': {exc.strerror or exc}") from None
-
-
-def check_environment(opts: MountOptions) -> None:
-    """Fail early, with one line, on what would otherwise surface as an obscure FUSE or TLS error.
-
-    Creates the cache directory (mode 0700, with parents) if it is missing.
-    """
-    if not os.path.exists(opts.mountpoint):
-        raise OptionError(f"mountpoint '{opts.mountpoint}' does not exist")
-    if not os.path.isdir(opts.mountpoint):
-        raise OptionError(f"mountpoint '{opts.mountpoint}' is not a directory")
-    _check_cachedir(opts.cachedir)
-    tls_files = {"tlscert": opts.tlscert, "tlskey": opts.tlskey, "tlsca": opts.tlsca}
-    for name, path in tls_files.items():
-        if path:
-            _check_readable(name, path)
-    if opts.tls and not (opts.tlscert and opts.tlskey):
-        raise OptionError("tls: needs tlscert and tlskey")
-    if not opts.tls and any(tls_files.values()):
-        LOGGER.warning("tlscert/tlskey/tlsca given without tls: they are ignored")

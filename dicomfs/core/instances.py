@@ -14,8 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from dicomfs.core.errors import PacsError
-from dicomfs.core.model import InstanceKey
-from dicomfs.core.retrieval import SeriesRef
+from dicomfs.core.model import InstanceKey, SeriesRef
 from dicomfs.core.store import InstanceStore
 
 LOGGER = logging.getLogger(__name__)

@@ -38,6 +38,25 @@ class InstanceKey:
 SeriesKey = tuple[str, str, str]
 
 
+@dataclass(frozen=True)
+class SeriesRef:
+    """A series as retrieval asks for it: either Q/R model's unique keys (Patient Root needs the
+    Patient ID, PS3.4 C.6.1.1.3)."""
+
+    patient_id: str
+    study_uid: str
+    series_uid: str
+
+    def instance(self, sop_uid: str) -> InstanceKey:
+        """The key of one of the series' instances."""
+        return InstanceKey(self.patient_id, self.study_uid, self.series_uid, sop_uid)
+
+    @property
+    def key(self) -> SeriesKey:
+        """(Patient ID, Study Instance UID, Series Instance UID), as the receiver routes by it."""
+        return (self.patient_id, self.study_uid, self.series_uid)
+
+
 @dataclass(frozen=True, order=True)
 class PatientKey:
     """A patient as the mount tells patients apart.

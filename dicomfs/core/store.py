@@ -28,13 +28,14 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import diskcache
 
+from dicomfs.core.cachedb import SelfHealingCache
 from dicomfs.core.errors import StorageFull
 from dicomfs.core.model import InstanceKey
 
@@ -71,6 +72,26 @@ MAX_REMEMBERED_FILES = 100_000
 _KEY_FORMAT = "i3"
 
 
+def _open_instance_cache(size_limit: int) -> Callable[[str], diskcache.Cache]:
+    def open_cache(directory: str) -> diskcache.Cache:
+        return diskcache.Cache(
+            directory,
+            disk=RenamingDisk,
+            size_limit=size_limit,
+            # Oldest first: LRU would make every first lookup of an instance per mount a SQLite
+            # write (a warm copy of 500 files spent most of its time there).
+            eviction_policy="least-recently-stored",
+            # One entry out per entry in (the volume stays within about one instance of the
+            # limit): diskcache's default of 10 empties a small cache at once, evicting instances
+            # that just landed for readers still waiting to open them.
+            cull_limit=1,
+            # The SQLite index may wait for a writer; never longer than a retrieval would.
+            timeout=60,
+        )
+
+    return open_cache
+
+
 def _disk_key(namespace: str, key: InstanceKey) -> tuple[str, str, str, str, str, str]:
     return (_KEY_FORMAT, namespace, key.patient_id.strip(), key.study_uid, key.series_uid, key.sop_uid)
 
@@ -94,20 +115,7 @@ class InstanceStore:
         self._namespace = namespace
         root = Path(cachedir)
         self._partial, self._partial_lock = _own_partial_dir(root / "partial")
-        self._cache = diskcache.Cache(
-            str(root / "instances"),
-            disk=RenamingDisk,
-            size_limit=size_limit,
-            # Oldest first: LRU would make every first lookup of an instance per mount a SQLite
-            # write (a warm copy of 500 files spent most of its time there).
-            eviction_policy="least-recently-stored",
-            # One entry out per entry in (the volume stays within about one instance of the
-            # limit): diskcache's default of 10 empties a small cache at once, evicting instances
-            # that just landed for readers still waiting to open them.
-            cull_limit=1,
-            # The SQLite index may wait for a writer; never longer than a retrieval would.
-            timeout=60,
-        )
+        self._cache = SelfHealingCache(root / "instances", _open_instance_cache(size_limit), self._forget_all)
         # Where each instance we have seen is, and its size: getattr and open then touch no SQLite.
         self._files: dict[InstanceKey, tuple[str, int]] = {}
         self._lock = threading.Lock()
@@ -125,13 +133,18 @@ class InstanceStore:
             if os.path.exists(known[0]):  # a stat, not SQLite; eviction may have removed it
                 return known
             self._files.pop(key, None)
-        handle = self._cache.get(_disk_key(self._namespace, key), read=True, retry=True)
+        disk_key = _disk_key(self._namespace, key)
+        handle = self._cache.call(lambda cache: cache.get(disk_key, read=True, retry=True))
         if handle is None:
+            self._cache.check()  # a miss: was the folder removed under us?
             return None
         with handle:
             known = (handle.name, os.fstat(handle.fileno()).st_size)
         self._remember(key, known)
         return known
+
+    def _forget_all(self) -> None:
+        self._files.clear()
 
     def _remember(self, key: InstanceKey, known: tuple[str, int]) -> None:
         if len(self._files) >= MAX_REMEMBERED_FILES:
@@ -165,7 +178,11 @@ class InstanceStore:
 
     def new_partial(self) -> tuple[int, str]:
         """A fresh file in ``partial/`` for an instance being received: (fd, path)."""
-        return tempfile.mkstemp(dir=self._partial, suffix=".part")
+        try:
+            return tempfile.mkstemp(dir=self._partial, suffix=".part")
+        except FileNotFoundError:  # the cachedir was removed while mounted: make our folder again
+            self._partial.mkdir(parents=True, exist_ok=True)
+            return tempfile.mkstemp(dir=self._partial, suffix=".part")
 
     def commit(self, key: InstanceKey, partial_path: str) -> int:
         """Adopt a complete partial file as the instance ``key``; returns its size in bytes.
@@ -188,7 +205,9 @@ class InstanceStore:
                     os.unlink(partial_path)
                     return known[1]
                 received = ReceivedFile(partial_path, size)
-                self._cache.set(_disk_key(self._namespace, key), received, retry=True)
+                self._cache.check()
+                disk_key = _disk_key(self._namespace, key)
+                self._cache.call(lambda cache: cache.set(disk_key, received, retry=True))
                 self._remember(key, (received.final_path, size))
         except OSError as exc:
             discard(partial_path)
@@ -199,7 +218,7 @@ class InstanceStore:
 
     @property
     def volume(self) -> int:
-        return int(self._cache.volume())
+        return int(self._cache.call(lambda cache: cache.volume()))
 
 
 def _own_partial_dir(partial_root: Path) -> tuple[Path, IO[bytes]]:
@@ -252,7 +271,9 @@ class ListingCache:
     def __init__(self, cachedir: str, ttl_s: float, max_memory_entries: int = 10_000) -> None:
         # Bounded by count, not bytes: a listing is small, and 10,000 covers a large archive's
         # patients plus the studies and series a user walks through in a session.
-        self._disk = diskcache.Cache(str(Path(cachedir) / "listings"), size_limit=512 * 1024**2)
+        self._disk = SelfHealingCache(
+            Path(cachedir) / "listings", lambda folder: diskcache.Cache(folder, size_limit=512 * 1024**2)
+        )
         self._memory: dict[str, tuple[float, Any]] = {}
         self._max_memory_entries = max_memory_entries
         self.ttl_s = ttl_s
@@ -264,7 +285,7 @@ class ListingCache:
         """(value, fresh) or None. Fresh means younger than the TTL."""
         item = self._memory.get(key)
         if item is None:
-            item = self._disk.get(key, retry=True)
+            item = self._disk.call(lambda disk: disk.get(key, retry=True))
             if item is None:
                 return None
             self._remember(key, item)
@@ -274,23 +295,30 @@ class ListingCache:
     def put(self, key: str, value: Any) -> None:
         item = (time.time(), value)
         self._remember(key, item)
-        self._disk.set(key, item, retry=True)
+        self._disk.check()
+        self._disk.call(lambda disk: disk.set(key, item, retry=True))
 
     def discard(self, key: str) -> None:
         """Forget ``key``: its next lookup asks the PACS."""
         self._memory.pop(key, None)
-        self._disk.delete(key, retry=True)
+        self._disk.call(lambda disk: disk.delete(key, retry=True))
 
     def put_many(self, items: Iterable[tuple[str, Any]]) -> None:
         """Several puts in one disk transaction (the root listing fills thousands at once)."""
         stored_at = time.time()
-        with self._disk.transact(retry=True):
-            for key, value in items:
-                item = (stored_at, value)
-                self._remember(key, item)
-                self._disk.set(key, item, retry=True)
+        pairs = [(key, (stored_at, value)) for key, value in items]
+        for key, item in pairs:
+            self._remember(key, item)
+        self._disk.check()
+        self._disk.call(lambda disk: _set_all(disk, pairs))
 
     def _remember(self, key: str, item: tuple[float, Any]) -> None:
         if len(self._memory) >= self._max_memory_entries:
             self._memory.pop(next(iter(self._memory)))  # oldest inserted goes first
         self._memory[key] = item
+
+
+def _set_all(disk: diskcache.Cache, pairs: list[tuple[str, tuple[float, Any]]]) -> None:
+    with disk.transact(retry=True):
+        for key, item in pairs:
+            disk.set(key, item, retry=True)

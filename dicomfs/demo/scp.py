@@ -43,14 +43,13 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated at
     Verification,
 )
 
+from dicomfs.dimse import statuses
+
 LOGGER = logging.getLogger(__name__)
 
-# DIMSE statuses we yield ourselves (PS3.4 C.4.1.1.4). pynetdicom itself answers 0xA801 (move
-# destination unknown) when the C-MOVE handler yields (None, None), and computes the final C-GET/C-MOVE
-# status from the sub-operation counts.
-STATUS_PENDING = 0xFF00
-STATUS_CANCEL = 0xFE00
-STATUS_IDENTIFIER_MISMATCH = 0xA900
+# DIMSE statuses we yield ourselves (PS3.4 C.4.1.1.4) are pynetdicom's (``dimse.statuses``).
+# pynetdicom itself answers 0xA801 (move destination unknown) when the C-MOVE handler yields
+# (None, None), and computes the final C-GET/C-MOVE status from the sub-operation counts.
 
 # Unique key of each Q/R level (PS3.4 C.6.1.1, C.6.2.1).
 LEVEL_KEYS: Mapping[str, str] = MappingProxyType(
@@ -375,9 +374,9 @@ def _send(event: evt.Event, instances: Sequence[IndexedInstance]) -> Iterator[tu
     """Yield the C-STORE sub-operations, reading each file only when it is its turn."""
     for instance in instances:
         if event.is_cancelled:
-            yield STATUS_CANCEL, None
+            yield statuses.CANCEL, None
             return
-        yield STATUS_PENDING, dcmread(instance.path)
+        yield statuses.PENDING, dcmread(instance.path)
 
 
 def handle_find(event: evt.Event, index: ArchiveIndex) -> Iterator[tuple[int, Dataset | None]]:
@@ -387,13 +386,13 @@ def handle_find(event: evt.Event, index: ArchiveIndex) -> Iterator[tuple[int, Da
         level, matches = index.query(identifier, event.context.abstract_syntax)
     except QueryError as exc:
         LOGGER.warning("C-FIND refused: %s", exc)
-        yield STATUS_IDENTIFIER_MISMATCH, None
+        yield statuses.IDENTIFIER_MISMATCH, None
         return
     for entity, instance in matches:
         if event.is_cancelled:
-            yield STATUS_CANCEL, None
+            yield statuses.CANCEL, None
             return
-        yield STATUS_PENDING, build_response(identifier, level, entity, instance)
+        yield statuses.PENDING, build_response(identifier, level, entity, instance)
 
 
 def handle_get(event: evt.Event, index: ArchiveIndex) -> Iterator[Any]:

@@ -10,12 +10,19 @@
 * The DUL reactor's idle sleep (1 ms between polls of the socket) waits on the socket instead, so
   a PDU that arrives is read at once rather than up to 1 ms later (~6 % of a series transfer).
 
-The receive path is patched once, process-wide, in ``install()``: pynetdicom offers no hook for it.
+The receive path and the reactor clock are patched process-wide, because pynetdicom offers no
+hook for them, and so are three of pynetdicom's ``_config`` switches (chunked receiving and
+unrestricted storage, which the receiver relies on; quiet identifiers). Importing this module
+changes nothing: :func:`install` does it, called once by ``dicomfs.app.compose``, after checking
+that the attributes it replaces still look as this module expects (a pynetdicom release that
+changed them gets a clear error, or, for the speed-ups, a warning and stock behaviour). So the
+demo archive's SCP and in-process test SCPs keep stock pynetdicom unless a mount is built.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import select
 import socket
@@ -23,8 +30,9 @@ import threading
 import time
 from typing import Any
 
+import pynetdicom
+from pynetdicom import _config, evt
 from pynetdicom import dul as _dul
-from pynetdicom import evt
 from pynetdicom.transport import AssociationSocket
 
 LOGGER = logging.getLogger(__name__)
@@ -37,6 +45,15 @@ _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 #: per-PDU overhead stays under 1 % (the stock 16 KiB cost ~10 % of a transfer, issue #3).
 MAX_RECEIVE_PDU = 4 * 1024 * 1024
 _CHUNK = 1024 * 1024
+#: pynetdicom releases these patches were written and measured against.
+TESTED_VERSIONS = ("3.0.",)
+#: ``_config`` switches the receiver relies on: streamed C-STORE data sets (no object held in
+#: memory whole) and every storage class accepted in the sender's own syntax (dcmqrscp cannot
+#: convert). Without them dicomfs is wrong, not slower.
+REQUIRED_CONFIG = {"STORE_RECV_CHUNKED_DATASET": True, "UNRESTRICTED_STORAGE_SERVICE": True}
+#: Formatting every C-FIND identifier for a debug log nobody reads costs ~40 % of a listing.
+OPTIONAL_CONFIG = {"LOG_RESPONSE_IDENTIFIERS": False, "LOG_REQUEST_IDENTIFIERS": False}
+_install_lock = threading.Lock()
 _installed = False
 
 
@@ -94,10 +111,82 @@ class _ReactorClock:
             time.sleep(seconds)
 
 
+def _stock_recv_fits() -> bool:
+    """Whether ``AssociationSocket.recv`` is still the stock ``recv(self, nr_bytes)`` reading
+    ``self.socket`` (or already ours)."""
+    current = AssociationSocket.recv
+    if current is _recv:
+        return True
+    code = getattr(current, "__code__", None)
+    try:
+        parameters = list(inspect.signature(current).parameters)
+    except (TypeError, ValueError):
+        return False
+    return (
+        code is not None
+        and getattr(current, "__module__", "") == "pynetdicom.transport"
+        and parameters == ["self", "nr_bytes"]
+        and {"socket", "recv"} <= set(code.co_names)
+    )
+
+
+def _stock_reactor_fits() -> bool:
+    """Whether ``pynetdicom.dul`` still idles with ``time.sleep`` in a ``DULServiceProvider``
+    thread that holds its ``AssociationSocket`` in ``.socket`` (or already uses our clock)."""
+    if isinstance(_dul.time, _ReactorClock):
+        return True
+    provider = getattr(_dul, "DULServiceProvider", None)
+    reactor = getattr(getattr(provider, "run_reactor", None), "__code__", None)
+    init = getattr(getattr(provider, "__init__", None), "__code__", None)
+    return (
+        _dul.time is time
+        and reactor is not None
+        and init is not None
+        and {"time", "sleep"} <= set(reactor.co_names)
+        and "socket" in init.co_names
+    )
+
+
+def _set_config() -> None:
+    """Set pynetdicom's ``_config`` switches; RuntimeError if a required one is gone."""
+    for name, value in {**REQUIRED_CONFIG, **OPTIONAL_CONFIG}.items():
+        if not isinstance(getattr(_config, name, None), bool):
+            if name in REQUIRED_CONFIG:
+                raise RuntimeError(
+                    f"pynetdicom {pynetdicom.__version__} has no _config.{name}: dicomfs needs a "
+                    f"pynetdicom {' or '.join(v + 'x' for v in TESTED_VERSIONS)}"
+                )
+            LOGGER.warning("pynetdicom %s has no _config.%s; left as is", pynetdicom.__version__, name)
+            continue
+        setattr(_config, name, value)
+
+
 def install() -> None:
-    """Patch pynetdicom's receive path and reactor clock (idempotent)."""
+    """Install dicomfs's process-wide pynetdicom settings and patches, once (idempotent).
+
+    Called by ``dicomfs.app.compose`` before any association; importing dicomfs changes nothing.
+    Each patched attribute is checked first: a pynetdicom whose receive path or reactor no
+    longer looks as expected keeps its stock code, with one warning (slower, still correct).
+
+    Raises
+    ------
+    RuntimeError
+        When pynetdicom lacks a ``_config`` switch the receiver relies on (``REQUIRED_CONFIG``).
+    """
     global _installed
-    if not _installed:
-        AssociationSocket.recv = _recv  # type: ignore[method-assign]
-        _dul.time = _ReactorClock()  # type: ignore[assignment]
+    with _install_lock:
+        if _installed:
+            return
+        _set_config()
+        version = pynetdicom.__version__
+        if not version.startswith(TESTED_VERSIONS):
+            LOGGER.info("pynetdicom %s: socket tuning written for %s", version, ", ".join(TESTED_VERSIONS))
+        if _stock_recv_fits():
+            AssociationSocket.recv = _recv  # type: ignore[method-assign]
+        else:
+            LOGGER.warning("pynetdicom %s: AssociationSocket.recv changed; reads left unpatched", version)
+        if _stock_reactor_fits():
+            _dul.time = _ReactorClock()  # type: ignore[assignment]
+        else:
+            LOGGER.warning("pynetdicom %s: the DUL reactor changed; its idle sleep left unpatched", version)
         _installed = True

@@ -12,7 +12,6 @@ import errno
 import functools
 import logging
 import os
-import stat
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -22,13 +21,11 @@ from dicomfs.core.errors import FailedFast, NotFound, PacsError, RetrievalFailed
 from dicomfs.fuse.errorlog import OncePerCause
 from dicomfs.fuse.fdreply import reply_with_fd
 from dicomfs.fuse.lookups import SeenPaths, ask_parallel_dirops, libfuse_version
+from dicomfs.fuse.modes import Ownership
 from dicomfs.fuse.session import SessionWatch
 from dicomfs.views.node import Namespace, Node
 
 LOGGER = logging.getLogger(__name__)
-
-DIR_MODE = stat.S_IFDIR | 0o555
-FILE_MODE = stat.S_IFREG | 0o444
 
 #: Names desktops and shells probe for on every new mount. Generated names never start with a
 #: dot, so any dotted name, and these, are answered ENOENT without a C-FIND.
@@ -106,10 +103,9 @@ class DicomFS(mfusepy.Operations):
 
     use_ns = True
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, ownership: Ownership | None = None) -> None:
         self._services = services
-        self._uid = os.getuid()
-        self._gid = os.getgid()
+        self._own = ownership or Ownership.from_options()  # modes and owner (dicomfs.fuse.modes)
         # Without FUSE_PARALLEL_DIROPS, LOOKUPs answer uncached instances at once (dicomfs.fuse.lookups).
         self.lookups_wait = True
         self._seen = SeenPaths()
@@ -146,12 +142,12 @@ class DicomFS(mfusepy.Operations):
         mtime = int(node.mtime * 1e9)
         is_file = not node.is_dir
         return {
-            "st_mode": FILE_MODE if is_file else DIR_MODE,
+            "st_mode": self._own.file_mode if is_file else self._own.dir_mode,
             "st_nlink": 1 if is_file else 2,
             "st_size": size,
             "st_blocks": (size + 511) // 512,
-            "st_uid": self._uid,
-            "st_gid": self._gid,
+            "st_uid": self._own.uid,
+            "st_gid": self._own.gid,
             "st_mtime": mtime,
             "st_ctime": mtime,
             "st_atime": mtime,
@@ -178,12 +174,12 @@ class DicomFS(mfusepy.Operations):
         node = self._resolve(path)
         if not node.is_dir:
             raise mfusepy.FuseOSError(errno.ENOTDIR)
-        children = self._services.namespace.children(node)
-        return [
-            ".",
-            "..",
-            *((child.name, {"st_mode": DIR_MODE if child.is_dir else FILE_MODE}, 0) for child in children),
+        own = self._own
+        entries = [
+            (child.name, {"st_mode": own.dir_mode if child.is_dir else own.file_mode}, 0)
+            for child in self._services.namespace.children(node)
         ]
+        return [".", "..", *entries]
 
     @translate_errors
     def access(self, path: str, amode: int) -> int:
