@@ -308,6 +308,7 @@ def test_the_root_composes_views_by_top_level_name(archive: CountingArchive, tmp
     ("module", "forbidden"),
     [
         ("dicomfs.core.catalog", ("pynetdicom", "pydicom", "mfusepy", "dicomfs.dimse", "dicomfs.views")),
+        ("dicomfs.core.instances", ("pynetdicom", "pydicom", "mfusepy", "dicomfs.dimse", "dicomfs.views")),
         ("dicomfs.views.root", ("pynetdicom", "mfusepy", "dicomfs.dimse", "dicomfs.fuse")),
         ("dicomfs.views.hierarchy", ("pynetdicom", "mfusepy", "dicomfs.dimse.client", "dicomfs.fuse")),
         ("dicomfs.fuse.ops", ("pynetdicom", "pydicom", "dicomfs.dimse", "dicomfs.core.catalog")),

@@ -19,9 +19,10 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from dicomfs.core.catalog import Catalog
 from dicomfs.core.errors import NotFound
+from dicomfs.core.instances import Instances
 from dicomfs.core.model import InstanceKey
 from dicomfs.core.records import (
     InstanceRecord,
@@ -33,10 +34,6 @@ from dicomfs.core.records import (
 )
 from dicomfs.views import naming
 from dicomfs.views.node import Node
-
-if TYPE_CHECKING:  # used, never built, here: the view imports no retrieval machinery
-    from dicomfs.core.catalog import Catalog
-    from dicomfs.core.instances import Instances
 
 LOGGER = logging.getLogger(__name__)
 
