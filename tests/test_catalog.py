@@ -247,8 +247,7 @@ def options(archive: DemoArchive, cachedir: Path) -> MountOptions:
 
 
 def test_the_namespace_names_lists_and_opens_without_fuse(archive: CountingArchive, tmp_path: Path) -> None:
-    with build_namespace(options(archive, tmp_path)) as services:
-        namespace = services.namespace
+    with build_namespace(options(archive, tmp_path)) as namespace:
         root = namespace.lookup("/")
         assert root.is_dir and root.mtime == namespace.mount_time
         names = [node.name for node in namespace.children(root)]
@@ -285,8 +284,7 @@ def test_the_namespace_names_lists_and_opens_without_fuse(archive: CountingArchi
 
 
 def test_the_root_composes_views_by_top_level_name(archive: CountingArchive, tmp_path: Path) -> None:
-    with build_namespace(options(archive, tmp_path)) as services:
-        patients = services.namespace
+    with build_namespace(options(archive, tmp_path)) as patients:
         root = Root(patients, {"again": patients})
         top = root.lookup("/")
         shown = [node.name for node in patients.children(patients.lookup("/"))]

@@ -454,3 +454,43 @@ def test_plain_echo_against_a_tls_pacs_suggests_tls(
 ) -> None:
     result = run_echo(broken_options(tls_pacs, tmp_path / "cache", "move", TIMEOUT))
     assert_fails_at(result, "associate", "without answering", "tls=")
+
+
+# -- the same causes in a mount's log: one line each, with the fix ----------------------------------
+
+
+def failed_reads(mountpoint: Path) -> int:
+    """Stat every file below ``mountpoint``; how many failed (EIO is what a PACS refusal gives)."""
+    failures = 0
+    for path in mountpoint.rglob("*.dcm"):
+        try:
+            path.stat()
+        except OSError:
+            failures += 1
+    return failures
+
+
+def test_a_mount_whose_ae_title_is_unknown_as_move_destination_logs_the_cause_once(
+    orthanc: OrthancServer, tmp_path: Path
+) -> None:
+    options = options_for(orthanc, free_port(), aet="NOBODY", cachedir=tmp_path / "cache")
+    with mounted(tmp_path / "mnt", options) as mount:
+        failed = failed_reads(mount.mountpoint)
+        series = len(list(mount.mountpoint.glob("*/*/*")))
+        log = mount.log_text()
+    causes = [line for line in log.splitlines() if "is not in its DicomModalities" in line]
+    # One line per failed retrieval (series) and one for the failed file operations: not per file.
+    assert failed > series and 1 <= len(causes) <= series + 1, log
+    assert "retrieve=get" in causes[0] and "Traceback" not in log
+
+
+def test_a_mount_whose_calling_ae_title_is_unknown_says_so(
+    strict_orthanc: OrthancServer, tmp_path: Path
+) -> None:
+    options = options_for(strict_orthanc, free_port(), aet="STRANGER", cachedir=tmp_path / "cache")
+    with mounted(tmp_path / "mnt", options) as mount:
+        with pytest.raises(OSError):
+            list(mount.mountpoint.iterdir())
+        log = mount.log_text()
+    assert "dropped the association at our C-FIND" in log and "'STRANGER'" in log, log
+    assert "Traceback" not in log

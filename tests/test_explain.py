@@ -164,6 +164,6 @@ def test_the_mounts_move_status_explanation_only_for_destination_problems(
         return
     assert why is not None and expected in why.cause
     assert "localport=" in why.hint and "retrieve=get" in why.hint
-    # The same words for every series and file: one log line per cause (fuse.errorlog).
+    # The same words for every series and file: one log line per cause (core.errorlog).
     assert why.line() == explain_move_status(status, completed=completed, destination=CALLING).line()
     assert not any(char.isdigit() for char in why.line().replace(f"0x{status:04X}", ""))

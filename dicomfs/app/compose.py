@@ -166,8 +166,9 @@ class MountServices:
                 LOGGER.exception("while stopping")
         LOGGER.info("unmounted %s", self.opts.mountpoint)
 
-    def __enter__(self) -> MountServices:
-        return self
+    def __enter__(self) -> Namespace:
+        """The started namespace (``with build_namespace(opts) as namespace:``); stopped on exit."""
+        return self.namespace
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
@@ -186,7 +187,8 @@ def build_namespace(opts: MountOptions) -> MountServices:
     -------
     MountServices
         Started: its ``namespace`` (a :class:`~dicomfs.views.node.Namespace`) is ready to use.
-        Call ``stop()`` (or use it as a context manager) to end its threads and close the caches.
+        Call ``stop()`` to end its threads and close the caches; or use it as a context manager,
+        which gives the namespace and stops everything on exit.
 
     Raises
     ------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 
 from dicomfs import __version__
-from dicomfs.app.options import _FLAG_HELP, OPTIONS
+from dicomfs.app.options import FLAG_HELP, OPTIONS
 
 #: The subcommands: (synopsis, what it does).
 COMMANDS: tuple[tuple[str, str], ...] = (
@@ -68,7 +68,7 @@ def format_manpage(date: datetime.date | None = None) -> str:
     for synopsis, meaning in COMMANDS:
         lines += [".TP", f".B {_escape(synopsis)}", _escape(meaning)]
     lines += [".SH FLAGS"]
-    for flag, meaning in _FLAG_HELP:
+    for flag, meaning in FLAG_HELP:
         lines += [".TP", f".B {_escape(flag)}", _escape(meaning)]
     for title, fuse in (("OPTIONS", False), ("FUSE OPTIONS", True)):
         lines += [f".SH {title}"]

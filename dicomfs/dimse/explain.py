@@ -290,7 +290,7 @@ def explain_move_status(
     outcome, whose sub-operation counts the caller reports itself.
 
     The text holds no counts or UIDs, so every file of every series it fails has the same cause
-    (``fuse.errorlog`` then logs it once, not once per file).
+    (``core.errorlog`` then logs it once, not once per file).
     """
     unable = status & _UNABLE_TO_PROCESS_MASK == _UNABLE_TO_PROCESS
     if status != MOVE_DESTINATION_UNKNOWN and not (unable and not completed):

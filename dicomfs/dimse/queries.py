@@ -15,8 +15,8 @@ from pydicom.dataset import Dataset
 
 from dicomfs.core.errors import QueryRefused
 from dicomfs.core.rows import RAW_PATIENT_ID, Row
+from dicomfs.dimse import decode
 from dicomfs.dimse.client import PacsClient
-from dicomfs.views import naming
 
 LOGGER = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def read_rows(matches: Sequence[Dataset], asked: Dataset) -> list[Row]:
     keywords = ["QueryRetrieveLevel", *(elem.keyword for elem in asked if elem.keyword)]
     rows = []
     for match in matches:
-        row = {keyword: naming.text_of(match, keyword) for keyword in keywords}
+        row = {keyword: decode.text_of(match, keyword) for keyword in keywords}
         if "PatientID" in row:
             row[RAW_PATIENT_ID] = _raw_text(match, "PatientID") or row["PatientID"]
         rows.append(row)

@@ -32,10 +32,9 @@ from dicomfs.core.errors import StorageFull
 from dicomfs.core.model import InstanceKey
 from dicomfs.core.ports import InstanceSink
 from dicomfs.core.store import InstanceStore, discard
-from dicomfs.dimse import statuses
+from dicomfs.dimse import decode, statuses
 from dicomfs.dimse.admission import Admitted, routing
 from dicomfs.dimse.spool import spool_error
-from dicomfs.views import naming
 
 LOGGER = logging.getLogger(__name__)
 
@@ -226,4 +225,4 @@ def identify_instance(path: str | Path, sop_uid: str) -> InstanceKey:
     if not study or not series:
         raise ValueError("dataset carries no Study or Series Instance UID")
     # The Patient ID as listings read it (a backslash is not a value separator for us, etc.).
-    return InstanceKey(naming.text_of(header, "PatientID"), study, series, found)
+    return InstanceKey(decode.text_of(header, "PatientID"), study, series, found)

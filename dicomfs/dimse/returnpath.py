@@ -16,11 +16,11 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 
+from dicomfs.dimse import statuses
 from dicomfs.dimse.explain import MoveReport
 from dicomfs.dimse.negotiation import TRANSFER_SYNTAXES
+from dicomfs.dimse.progress import MESSAGE_ID
 
-_PENDING = (0xFF00, 0xFF01)
-_MESSAGE_ID = 1
 #: A Study Instance UID nobody holds, for a C-MOVE of nothing (a PACS holding no object at all):
 #: some PACS check the move destination first and answer 0xA801 even then.
 NOTHING_UID = "2.25.1"
@@ -101,12 +101,12 @@ def send_move_probe(
     """
     final: Dataset | None = None
     try:
-        responses = assoc.send_c_move(identifier, destination, model_uid, msg_id=_MESSAGE_ID)
+        responses = assoc.send_c_move(identifier, destination, model_uid, msg_id=MESSAGE_ID)
         for status, _ in responses:
             code = getattr(status, "Status", None)
             if code is None:
                 return None
-            if int(code) not in _PENDING:
+            if not statuses.is_pending(int(code)):
                 final = status
                 break
     except RuntimeError:  # the association went away under pynetdicom

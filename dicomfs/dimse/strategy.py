@@ -30,6 +30,7 @@ from dicomfs.core.model import SeriesRef
 from dicomfs.core.ports import RetrievalProgress
 from dicomfs.dimse import statuses
 from dicomfs.dimse.client import PacsClient
+from dicomfs.dimse.explain import explain_move_status
 from dicomfs.dimse.offers import Offer, OfferPlanner
 from dicomfs.dimse.progress import RetrieveOutcome
 from dicomfs.dimse.receiver import InstanceReceiver
@@ -117,14 +118,19 @@ class SeriesStrategy:
     def _move(self, sop_uids: tuple[str, ...], wanted: Sequence[str]) -> tuple[str | None, RetrieveOutcome]:
         """C-MOVE, and once more by SOP Instance UIDs for what a SERIES-level request missed."""
         outcome = self._retrieve(sop_uids, None)
-        error = self._judge(wanted, outcome)
+        # The PACS could not send to us at all (0xA801, Orthanc's 0xC000): say why and what to do,
+        # in words without counts, so the cause is logged once however many files it fails.
+        why = explain_move_status(
+            outcome.status, completed=outcome.completed, destination=self._service.destination_aet
+        )
+        error = why.line() if why is not None else self._judge(wanted, outcome)
         missing = self._job.missing(wanted)
         if (
             error is not None
             and not sop_uids
             and missing
             and not self._job.finished
-            and outcome.status != statuses.MOVE_DESTINATION_UNKNOWN
+            and why is None
             and not outcome.failed
         ):
             # A PACS that keys series by Series Instance UID alone (Orthanc) answers a

@@ -17,8 +17,8 @@ from typing import Any, Protocol, TypeVar
 
 import mfusepy
 
+from dicomfs.core.errorlog import OncePerCause
 from dicomfs.core.errors import FailedFast, NotFound, PacsError, RetrievalFailed, StorageFull
-from dicomfs.fuse.errorlog import OncePerCause
 from dicomfs.fuse.fdreply import reply_with_fd
 from dicomfs.fuse.lookups import SeenPaths, ask_parallel_dirops, libfuse_version
 from dicomfs.fuse.modes import Ownership

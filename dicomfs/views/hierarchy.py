@@ -24,14 +24,7 @@ from dicomfs.core.catalog import Catalog
 from dicomfs.core.errors import NotFound
 from dicomfs.core.instances import Instances
 from dicomfs.core.model import InstanceKey
-from dicomfs.core.records import (
-    InstanceRecord,
-    ParentRecord,
-    PatientRecord,
-    Record,
-    SeriesRecord,
-    StudyRecord,
-)
+from dicomfs.core.records import InstanceRecord, PatientRecord, Record, SeriesRecord, StudyRecord
 from dicomfs.views import naming
 from dicomfs.views.node import Node
 
@@ -169,8 +162,8 @@ class PatientHierarchy:
     def _listing(self, node: Node) -> NamedListing:
         if not node.is_dir:
             raise NotFound(node.name)
-        parent: ParentRecord = node.ref  # type: ignore[assignment]  # ours: None or a parent record
-        return self._named.named(self._catalog.children(parent))
+        records = self._catalog.children(node.ref)  # type: ignore[arg-type]  # ours: None or a parent
+        return self._named.named(records)
 
     # -- instance files -----------------------------------------------------------------------
 
