@@ -12,12 +12,12 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from dicomfs.core.rows import identifier
 from dicomfs.dimse import statuses
 from dicomfs.dimse.checkstep import EchoTarget, Step, accepts, failed, no_response
 from dicomfs.dimse.explain import Explanation
 from dicomfs.dimse.progress import MESSAGE_ID
 from dicomfs.dimse.qrmodels import LEVELS, MODELS, ROOT_NAME, UNIQUE_KEY
+from dicomfs.dimse.queries import identifier
 
 
 def find_root(assoc: Any, target: EchoTarget) -> tuple[Dataset | None, Step]:
