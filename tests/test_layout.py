@@ -13,10 +13,8 @@ functions, under ``TYPE_CHECKING``) is held against their package's rules:
 Only a module's own imports are checked: the rules compose (fuse may import views and core, which
 import no DIMSE), so what a package reaches through another is checked there.
 
-The split of issue #10 is in progress: ``KNOWN_VIOLATIONS`` lists the (module, rule) pairs that
-still fail, and a listed pair that no longer occurs fails too, so that the list only shrinks.
-``duplicates`` (a tool on PATH, not part of the project) must find no repeated code in dicomfs/
-beyond ``KNOWN_DUPLICATES``, held the same way.
+``duplicates`` (a tool of the development machine, not part of the project: the test is skipped
+where it is missing) must find no repeated code in dicomfs/ but runs of constructor assignments.
 """
 
 from __future__ import annotations
@@ -54,27 +52,6 @@ RULES = {
     "dimse-no-frontend": Rule("dicomfs.dimse", ("dicomfs.fuse", "mfusepy", "dicomfs.views", "dicomfs.app")),
 }
 LINES_RULE = f"at-most-{MAX_LINES}-lines"
-
-# Removed as the split lands: each pair is a module (relative to the repository) and the rule it
-# breaks today. When a pair stops occurring, test_known_violations_still_occur says to remove it.
-KNOWN_VIOLATIONS: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("dicomfs/core/retrieval.py", "core-no-frontend-no-dimse"),  # dimse.client, offers, receiver
-        ("dicomfs/app/options.py", LINES_RULE),
-        ("dicomfs/core/retrieval.py", LINES_RULE),
-        ("dicomfs/dimse/client.py", LINES_RULE),
-    }
-)
-
-# Removed as the split lands: pairs of files (relative to dicomfs/) in which ``duplicates`` finds
-# the same lines, or lines of the same shape, today.
-KNOWN_DUPLICATES: frozenset[frozenset[str]] = frozenset(
-    {
-        frozenset({"app/options.py"}),  # MountOptions fields, one shape per option
-        frozenset({"core/retrieval.py", "demo/samples.py"}),
-        frozenset({"core/retrieval.py", "dimse/client.py"}),
-    }
-)
 
 
 def module_name(path: Path) -> str:
@@ -167,18 +144,9 @@ def test_the_checker_sees_imports_of_every_kind(tmp_path: Path) -> None:
 
 def test_rules_of_the_house() -> None:
     found = violations()
-    new = {key: found[key] for key in sorted(set(found) - KNOWN_VIOLATIONS)}
+    new = {key: found[key] for key in sorted(found)}
     assert not new, "modules break the rules of the house (tests/test_layout.py):\n" + "\n".join(
         f"  {module}: {rule}: {'; '.join(what)}" for (module, rule), what in new.items()
-    )
-
-
-def test_known_violations_still_occur() -> None:
-    """A violation fixed by the split must leave KNOWN_VIOLATIONS, so the list shrinks to empty."""
-    gone = sorted(KNOWN_VIOLATIONS - set(violations()))
-    assert not gone, (
-        "no longer violated: remove from KNOWN_VIOLATIONS in tests/test_layout.py:\n"
-        + "\n".join(f"  {module}: {rule}" for module, rule in gone)
     )
 
 
@@ -199,18 +167,13 @@ def duplicate_pairs() -> set[frozenset[str]]:
     )
     report = result.stdout
     assert "incomplete:" not in report, report
-    return {frozenset({m["a"], m["b"]}) for m in map(_PAIR.match, report.splitlines()) if m}
+    # Rows the tool marks "boilerplate" (runs of constructor assignments, self.x = x) are not logic.
+    rows = [line for line in report.splitlines() if "boilerplate" not in line]
+    return {frozenset({m["a"], m["b"]}) for m in map(_PAIR.match, rows) if m}
 
 
 def test_duplicates_finds_no_new_repeated_code() -> None:
-    new = duplicate_pairs() - KNOWN_DUPLICATES
+    new = duplicate_pairs()
     assert not new, "repeated code (run `duplicates --repo dicomfs`): " + "; ".join(
         " ~ ".join(sorted(pair)) for pair in new
-    )
-
-
-def test_known_duplicates_still_occur() -> None:
-    gone = KNOWN_DUPLICATES - duplicate_pairs()
-    assert not gone, "no longer repeated: remove from KNOWN_DUPLICATES (tests/test_layout.py): " + "; ".join(
-        " ~ ".join(sorted(pair)) for pair in gone
     )
