@@ -14,10 +14,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.mounting import Mount, mount_options, mounted, wait_until
+from tests.mounting import Mount, mounted, pacs_options, wait_until
 from tests.pacs_servers import HOST, OrthancServer
 
-DICOMFS_AET = "DICOMFS"
 PEER_AET = "BENCHSCU"
 STORESCP_AET = "STORESCP"
 COMMAND_TIMEOUT_S = 900.0
@@ -55,15 +54,9 @@ class Env:
         return path
 
     def options(self, cachedir: Path, retrieve: str) -> str:
-        return mount_options(
-            serveraddress=HOST,
-            serverport=self.orthanc.port,
-            aec=self.orthanc.ae_title,
-            aet=DICOMFS_AET,
-            localport=self.dicomfs_port,
-            localaddress=HOST,
-            cachedir=cachedir,
-            retrieve=retrieve,
+        # timeout=30: dicomfs's default, as a user's mount has it.
+        return pacs_options(
+            self.orthanc, cachedir, localport=self.dicomfs_port, timeout=30, retrieve=retrieve
         )
 
     @contextlib.contextmanager

@@ -34,8 +34,7 @@ from pynetdicom.dimse_primitives import C_GET, C_MOVE
 
 from dicomfs.demo.samples import deterministic_uid, make_instance
 from dicomfs.dimse import statuses
-from tests.conftest import DICOMFS_AET
-from tests.mounting import mount_options
+from tests.mounting import pacs_options
 from tests.pacs_servers import free_port
 
 LOGGER = logging.getLogger(__name__)
@@ -79,6 +78,9 @@ class Behaviour(enum.Enum):
     PENDING_FOREVER = "pending-forever"  # Pending every second, never a C-STORE; C-CANCEL ignored
     SLOW_NO_PENDING = "slow-no-pending"  # C-STOREs `store_interval_s` apart, no Pending, then final
     LATE_STORES = "late-stores"  # C-MOVE: final Success with N completed first, C-STOREs after
+    # The conformance suite (tests/conformance):
+    SHORT_LISTING_ONCE = "short-listing-once"  # the first IMAGE-level C-FIND of a series lacks a row
+    MOVE_FAILS = "move-fails"  # C-MOVE fails every sub-operation (0xA702); C-GET works
 
 
 class ForgedInstance(Dataset):
@@ -170,13 +172,19 @@ def match_rows(identifier: Dataset) -> list[Dataset]:
     if unique is None:
         return []
     rows: dict[str, Dataset] = {}
-    for ds in select(identifier):
+    selected = select(identifier)
+    for ds in selected:
         row = Dataset()
         for elem in identifier:
             if elem.keyword and elem.keyword in ds:
                 setattr(row, elem.keyword, ds.get(elem.keyword))
         row.QueryRetrieveLevel = level
         row.setdefault(unique, ds.get(unique))
+        if level == "SERIES" and "NumberOfSeriesRelatedInstances" in identifier:
+            # A computed key (PS3.4 C.6.2.1.2), as real archives answer it.
+            row.NumberOfSeriesRelatedInstances = sum(
+                1 for other in selected if other.SeriesInstanceUID == ds.SeriesInstanceUID
+            )
         rows.setdefault(str(ds.get(unique)), row)
     return list(rows.values())
 
@@ -217,11 +225,14 @@ class BrokenPacs:
         self._move_ssl_context = move_ssl_context
         self._server: Any = None
         self.move_port = 0  # where C-MOVE sends its C-STOREs, whatever the destination AE
+        self.move_called_aet = ""  # the called AE title of C-MOVE sub-associations ('' = the destination)
         self.host = "127.0.0.1"
         self.ae_title = AE_TITLE
         self.store_interval_s = 2.0  # Behaviour.SLOW_NO_PENDING: seconds between C-STOREs
         self.stores_sent = 0  # C-STOREs of the paced behaviours that the destination accepted
-        self.requests: collections.Counter[str] = collections.Counter()  # "C-MOVE", "C-GET", ...
+        #: "C-FIND", "C-MOVE", "C-GET", and "C-FIND IMAGE <Series Instance UID>" (instance listings).
+        self.requests: collections.Counter[str] = collections.Counter()
+        self._shortened: set[str] = set()  # SHORT_LISTING_ONCE: series whose short listing was sent
         self.cancels = 0  # C-CANCELs seen by PENDING_FOREVER handlers
         self._count_lock = threading.Lock()
         self._late: list[threading.Thread] = []
@@ -301,7 +312,13 @@ class BrokenPacs:
             self._hang(event)
             return
         identifier = event.identifier
+        self._count("C-FIND")
         rows = match_rows(identifier)
+        if str(identifier.get("QueryRetrieveLevel", "")) == "IMAGE":
+            series_uid = str(identifier.get("SeriesInstanceUID", ""))
+            self._count(f"C-FIND IMAGE {series_uid}")
+            if behaviour is Behaviour.SHORT_LISTING_ONCE and rows and self._first_listing(series_uid):
+                rows = rows[:-1]  # a response gone missing (issue #4)
         if behaviour is Behaviour.MALFORMED_FIND:
             rows = malformed_rows(rows, str(identifier.QueryRetrieveLevel))
         for row in rows:
@@ -311,6 +328,12 @@ class BrokenPacs:
     def _count(self, what: str) -> None:
         with self._count_lock:
             self.requests[what] += 1
+
+    def _first_listing(self, series_uid: str) -> bool:
+        with self._count_lock:
+            first = series_uid not in self._shortened
+            self._shortened.add(series_uid)
+            return first
 
     def _handle_get(self, event: evt.Event) -> Iterator[Any]:
         self._count("C-GET")
@@ -343,7 +366,17 @@ class BrokenPacs:
         options: dict[str, Any] = {"contexts": [build_context(CTImageStorage, UNCOMPRESSED)]}
         if self._move_ssl_context is not None:
             options["tls_args"] = (self._move_ssl_context, "127.0.0.1")
+        if self.move_called_aet:  # a PACS whose entry for the destination names another AE title
+            options["ae_title"] = self.move_called_aet
         yield "127.0.0.1", self.move_port, options
+        if behaviour is Behaviour.MOVE_FAILS:
+            # As a PACS that cannot send the stored transfer syntax: every sub-operation failed.
+            instances = select(event.identifier)
+            failed = Dataset()
+            failed.FailedSOPInstanceUIDList = [str(ds.SOPInstanceUID) for ds in instances]
+            yield len(instances)
+            yield STATUS_UNABLE_TO_PERFORM_SUBOPERATIONS, failed
+            return
         yield from self._send(select(event.identifier))
 
     # -- raw DIMSE pacing (PENDING_FOREVER, SLOW_NO_PENDING, LATE_STORES) -----------------------
@@ -486,15 +519,4 @@ def options_for(pacs: BrokenPacs, cachedir: Path, retrieve: str, timeout: float,
     """Mount options for a dicomfs mount of ``pacs``; its C-MOVEs go to the mount's storage SCP."""
     port = free_port()
     pacs.move_port = port
-    return mount_options(
-        serveraddress=pacs.host,
-        serverport=pacs.port,
-        aec=pacs.ae_title,
-        aet=DICOMFS_AET,
-        localport=port,
-        localaddress="127.0.0.1",
-        cachedir=cachedir,
-        timeout=timeout,
-        retrieve=retrieve,
-        **extra,
-    )
+    return pacs_options(pacs, cachedir, localport=port, timeout=timeout, retrieve=retrieve, **extra)

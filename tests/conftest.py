@@ -8,11 +8,11 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from tests.mounting import DICOMFS_AET
 from tests.pacs_servers import DcmqrscpServer, MoveDestination, OrthancServer, free_port
 from tests.synthetic import write_test_archive
 
-#: Our storage SCP's AE title in every test mount; both servers know it as a move destination.
-DICOMFS_AET = "DICOMFS"
+# DICOMFS_AET is still imported from here by many tests; it is defined in tests.mounting.
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from dicomfs.demo.samples import make_instance
 from dicomfs.demo.scp import DemoArchive
 from tests.conftest import DICOMFS_AET
 from tests.fault_tools import dataset_bytes
-from tests.mounting import Mount, mount_options, mounted
+from tests.mounting import Mount, mounted, pacs_options
 from tests.pacs_servers import free_port
 
 AE_TITLE = "IDPACS"
@@ -92,16 +92,8 @@ def served_and_mounted(folder: Path, work: Path, retrieve: str, timeout: float =
         move_destinations={DICOMFS_AET: ("127.0.0.1", local_port)},
     )
     with archive:
-        options = mount_options(
-            serveraddress="127.0.0.1",
-            serverport=archive.port,
-            aec=AE_TITLE,
-            aet=DICOMFS_AET,
-            localport=local_port,
-            localaddress="127.0.0.1",
-            cachedir=work / "cache",
-            retrieve=retrieve,
-            timeout=timeout,
+        options = pacs_options(
+            archive, work / "cache", localport=local_port, retrieve=retrieve, timeout=timeout
         )
         with mounted(work / "mnt", options) as mount:
             yield mount

@@ -12,9 +12,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
+
+from tests.pacs_servers import HOST, free_port
 
 T = TypeVar("T")
+
+#: Our storage SCP's AE title in every test mount; the test PACSes know it as a move destination.
+DICOMFS_AET = "DICOMFS"
 
 MOUNT_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
@@ -95,7 +100,65 @@ class Mount:
             subprocess.run(["fusermount3", "-uz", str(self.mountpoint)], check=False, capture_output=True)
 
 
+class Peer(Protocol):
+    """A PACS a test mounts: every test server (Orthanc, dcmqrscp, the demo and broken SCPs)."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def ae_title(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class PeerAddress:
+    """A :class:`Peer` given by hand: a relay in front of a server, or a port nobody listens on."""
+
+    host: str
+    port: int
+    ae_title: str
+
+
+def pacs_options(
+    pacs: Peer, cachedir: Path, *, localport: int | None = None, timeout: float = 10, **extra: object
+) -> str:
+    """The ``-o`` text of a test mount of ``pacs``: the one place tests build mount options.
+
+    Parameters
+    ----------
+    pacs : Peer
+        The PACS (called AE title, host, port).
+    cachedir : Path
+        The mount's cache directory.
+    localport : int, optional
+        Our storage SCP's port (the C-MOVE destination the PACS knows as ``DICOMFS_AET``); a free
+        port when not given. The storage SCP listens on loopback only.
+    timeout : float
+        Seconds, for every network operation of the mount.
+    **extra
+        More options (``retrieve="get"``, ``ttl=1``, ...), or replacements of the above
+        (``serverport=relay.port``).
+    """
+    options: dict[str, object] = {
+        "serveraddress": pacs.host,
+        "serverport": pacs.port,
+        "aec": pacs.ae_title,
+        "aet": DICOMFS_AET,
+        "localport": free_port() if localport is None else localport,
+        "localaddress": HOST,
+        "cachedir": cachedir,
+        "timeout": timeout,
+    }
+    options.update(extra)
+    return mount_options(**options)
+
+
 def mount_options(**options: object) -> str:
+    """``name=value,...`` of the options given, as ``-o`` takes them (for tests that mount no PACS
+    of their own, or check option handling; :func:`pacs_options` for a PACS)."""
     return ",".join(f"{key}={value}" for key, value in options.items())
 
 

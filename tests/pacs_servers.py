@@ -17,7 +17,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -184,10 +184,14 @@ class OrthancServer(_ServerProcess):
         destinations: Sequence[MoveDestination] = (),
         *,
         synchronous_move: bool = True,
+        extra_config: Mapping[str, object] | None = None,
     ) -> None:
-        """``synchronous_move`` False: C-MOVE answered at once, its C-STOREs sent by a job later."""
+        """``synchronous_move`` False: C-MOVE answered at once, its C-STOREs sent by a job later.
+        ``extra_config``: Orthanc settings that replace the generated ones (e.g.
+        ``{"DicomCheckCalledAet": True}``)."""
         super().__init__(workdir, ae_title, destinations)
         self.synchronous_move = synchronous_move
+        self.extra_config = dict(extra_config or {})
         self.http_port = free_port()
         self.config_path = workdir / "orthanc.json"
         self._write_config()
@@ -231,6 +235,7 @@ class OrthancServer(_ServerProcess):
             "StableAge": 1,
             "SyncStorageArea": False,  # test data: no fsync per instance
         }
+        config.update(self.extra_config)
         self.config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
 
     def _command(self) -> list[str]:

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from dicomfs.app.options import OPTIONS, format_markdown_table
+from dicomfs.app.options import OPTIONS
+from dicomfs.app.usage import format_markdown_table
 from tests.conftest import DICOMFS_AET
-from tests.mounting import dicomfs_command, is_mounted, mount_options, mounted, wait_until
+from tests.mounting import dicomfs_command, is_mounted, mounted, pacs_options, wait_until
 from tests.pacs_servers import OrthancServer, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -183,14 +184,7 @@ def test_signals_unmount_cleanly_and_close_the_storage_scp(
     orthanc: OrthancServer, tmp_path: Path, signum: int
 ) -> None:
     local_port = free_port()
-    options = mount_options(
-        serveraddress="127.0.0.1",
-        serverport=orthanc.port,
-        aec=orthanc.ae_title,
-        localaddress="127.0.0.1",
-        localport=local_port,
-        cachedir=tmp_path / "cache",
-    )
+    options = pacs_options(orthanc, tmp_path / "cache", localport=local_port, timeout=30)
     with mounted(tmp_path / "mnt", options) as mount:
         assert os.listdir(mount.mountpoint)
         mount.process.send_signal(signum)

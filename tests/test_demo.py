@@ -30,7 +30,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated at
     Verification,
 )
 
-from dicomfs.demo.scp import DemoArchive, element_matches
+from dicomfs.demo.archive import element_matches
+from dicomfs.demo.scp import DemoArchive
 
 STORE_AE = "TESTSTORE"
 NON_ASCII_NAME = "Müller^Jürgen=山田^太郎"

@@ -1,4 +1,4 @@
-"""Failures are logged once per cause, not once per file (dicomfs.fuse.errorlog)."""
+"""Failures are logged once per cause, not once per file (dicomfs.core.errorlog)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from dicomfs.fuse.errorlog import OncePerCause, cause_of
+from dicomfs.core.errorlog import OncePerCause, cause_of
 
 
 @pytest.mark.parametrize(

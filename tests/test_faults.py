@@ -33,7 +33,7 @@ from tests.fault_tools import (
     tmpfs,
     write_series,
 )
-from tests.mounting import mount_options, mounted, wait_until
+from tests.mounting import mounted, pacs_options, wait_until
 from tests.pacs_servers import HOST, MoveDestination, OrthancServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -102,17 +102,7 @@ def pacs_up(fault_server: OrthancServer, relay: ThrottledRelay) -> OrthancServer
 
 
 def options(server: OrthancServer, cachedir: Path, move_target: int, **extra: object) -> str:
-    return mount_options(
-        serveraddress=server.host,
-        serverport=server.port,
-        aec=server.ae_title,
-        aet=DICOMFS_AET,
-        localport=move_target,
-        localaddress="127.0.0.1",
-        cachedir=cachedir,
-        timeout=TIMEOUT_S,
-        **extra,
-    )
+    return pacs_options(server, cachedir, localport=move_target, timeout=TIMEOUT_S, **extra)
 
 
 def cached_count(cachedir: Path) -> int:

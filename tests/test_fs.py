@@ -12,8 +12,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from tests.conftest import DICOMFS_AET
-from tests.mounting import Mount, mount_options, mounted
+from tests.mounting import Mount, PeerAddress, mounted, pacs_options
 from tests.pacs_servers import DcmqrscpServer, OrthancServer, free_port
 from tests.synthetic import ARCHIVE, LONG_DESCRIPTION, iter_series
 
@@ -21,17 +20,7 @@ pytestmark = pytest.mark.integration
 
 
 def options_for(pacs: OrthancServer | DcmqrscpServer, cachedir: Path, move_port: int, **extra: object) -> str:
-    return mount_options(
-        serveraddress=pacs.host,
-        serverport=pacs.port,
-        aec=pacs.ae_title,
-        aet=DICOMFS_AET,
-        localport=move_port,
-        localaddress="127.0.0.1",
-        cachedir=cachedir,
-        timeout=10,
-        **extra,
-    )
+    return pacs_options(pacs, cachedir, localport=move_port, **extra)
 
 
 @pytest.fixture(params=["move", "get"])
@@ -148,13 +137,8 @@ def test_writes_are_refused_with_erofs(mount: Mount) -> None:
 
 def test_desktop_probes_answer_enoent_without_a_query(tmp_path: Path, move_port: int) -> None:
     """Against a PACS that does not exist, any query would fail with EIO: probes must not ask."""
-    options = mount_options(
-        serveraddress="127.0.0.1",
-        serverport=free_port(),
-        timeout=2,
-        cachedir=tmp_path / "cache",
-        localport=free_port(),
-    )
+    nobody = PeerAddress("127.0.0.1", free_port(), "NOBODY")
+    options = pacs_options(nobody, tmp_path / "cache", timeout=2)
     with mounted(tmp_path / "mnt", options) as handle:
         for name in (
             ".Trash",

@@ -30,8 +30,7 @@ from pydicom.tag import Tag
 
 from dicomfs.demo.samples import deterministic_uid, make_instance
 from dicomfs.demo.scp import DemoArchive
-from tests.mounting import Mount, mount_options, mounted
-from tests.pacs_servers import free_port
+from tests.mounting import Mount, mounted, pacs_options
 
 pytestmark = pytest.mark.integration
 
@@ -232,15 +231,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileArchive
 
 
 def _options(archive: DemoArchive, cachedir: Path) -> str:
-    return mount_options(
-        serveraddress="127.0.0.1",
-        serverport=archive.port,
-        aec=archive.ae_title,
-        localport=free_port(),
-        cachedir=cachedir,
-        timeout=10,
-        retrieve="get",
-    )
+    return pacs_options(archive, cachedir, retrieve="get")
 
 
 @pytest.fixture(scope="module")

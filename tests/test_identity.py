@@ -26,7 +26,7 @@ from tests.identity_archive import (
     walk_files,
     write_archive,
 )
-from tests.mounting import Mount, mount_options, mounted
+from tests.mounting import Mount, mounted, pacs_options
 from tests.pacs_servers import MoveDestination, OrthancServer, free_port
 
 MountAndSources = tuple[Mount, dict[str, bytes]]
@@ -201,17 +201,7 @@ def test_orthanc_serves_every_object_under_its_own_path(
     orthanc_with_collisions: tuple[OrthancServer, int, dict[str, bytes]], tmp_path: Path, retrieve: str
 ) -> None:
     server, move_port, sources = orthanc_with_collisions
-    options = mount_options(
-        serveraddress="127.0.0.1",
-        serverport=server.port,
-        aec=server.ae_title,
-        aet=DICOMFS_AET,
-        localport=move_port,
-        localaddress="127.0.0.1",
-        cachedir=tmp_path / "cache",
-        retrieve=retrieve,
-        timeout=20,
-    )
+    options = pacs_options(server, tmp_path / "cache", localport=move_port, retrieve=retrieve, timeout=20)
     objects = [*SOP_TWIN, *ISSUERS, *NO_ISSUER, *SHARED_SERIES, *STUDY_OF_TWO, *SERIES_OF_TWO, *PADDED_ID]
     with mounted(tmp_path / "mnt", options) as mount:
         check_tree(mount.mountpoint, objects, sources)

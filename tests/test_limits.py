@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import DICOMFS_AET
 from tests.fault_tools import SeriesData, ThrottledRelay, dataset_bytes, series_dir, write_series
 from tests.limited_pacs import LimitedPacs
-from tests.mounting import mount_options, mounted
+from tests.mounting import mounted, pacs_options
 from tests.pacs_servers import HOST, free_port
 
 pytestmark = pytest.mark.integration
@@ -47,16 +47,7 @@ def test_parallel_copies_from_a_pacs_that_allows_two_associations(
     destinations = {DICOMFS_AET: (HOST, relay.port)}
     pacs = LimitedPacs(tmp_path / "data", PEER_LIMIT, ae_title="LIMITED", move_destinations=destinations)
     with pacs:
-        options = mount_options(
-            serveraddress=HOST,
-            serverport=pacs.port,
-            aec="LIMITED",
-            aet=DICOMFS_AET,
-            localport=localport,
-            localaddress=HOST,
-            cachedir=tmp_path / "cache",
-            timeout=10,
-        )
+        options = pacs_options(pacs, tmp_path / "cache", localport=localport)
         with mounted(tmp_path / "mnt", options) as mount:
             directories = [series_dir(mount.mountpoint, one) for one in series]
             copies = [

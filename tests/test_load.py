@@ -22,7 +22,7 @@ from tests.fault_tools import (
     write_patients,
     write_series,
 )
-from tests.mounting import mount_options, mounted, wait_until
+from tests.mounting import mounted, pacs_options, wait_until
 from tests.pacs_servers import HOST, MoveDestination, OrthancServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -84,17 +84,7 @@ def big_server(
 
 
 def options(server: OrthancServer, cachedir: Path, localport: int, **extra: object) -> str:
-    return mount_options(
-        serveraddress=server.host,
-        serverport=server.port,
-        aec=server.ae_title,
-        aet=DICOMFS_AET,
-        localport=localport,
-        localaddress="127.0.0.1",
-        cachedir=cachedir,
-        timeout=30,
-        **extra,
-    )
+    return pacs_options(server, cachedir, localport=localport, timeout=30, **extra)
 
 
 def digest(data: bytes) -> str:

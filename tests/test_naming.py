@@ -1,4 +1,5 @@
-"""Table and property tests for dicomfs.views.naming: hostile PACS values -> safe, unique names."""
+"""Table and property tests for dicomfs.views.naming and dicomfs.dimse.decode: hostile PACS values ->
+safe, unique names."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pydicom.filereader import read_dataset
 from pydicom.tag import Tag
 
 from dicomfs.dimse import iso2022
+from dicomfs.dimse.decode import text_of
 from dicomfs.views.naming import (
     MAX_NAME_BYTES,
     UNKNOWN_TIME,
@@ -28,7 +30,6 @@ from dicomfs.views.naming import (
     series_dir_name,
     study_dir_name,
     study_time,
-    text_of,
 )
 
 LONG = "x" * 1000

@@ -21,7 +21,7 @@ import pydicom
 import pytest
 
 from tests.conftest import DICOMFS_AET
-from tests.mounting import Mount, mount_options, mounted
+from tests.mounting import Mount, mounted, pacs_options
 from tests.odd_objects import (
     JPEG_EXTENDED_12BIT,
     JPEG_PROCESS_14,
@@ -122,17 +122,7 @@ def odd_orthanc(
 def mount_of(
     pacs: DcmqrscpServer | OrthancServer, tmp_path: Path, port: int, retrieve: str
 ) -> Iterator[Mount]:
-    options = mount_options(
-        serveraddress=pacs.host,
-        serverport=pacs.port,
-        aec=pacs.ae_title,
-        aet=DICOMFS_AET,
-        localport=port,
-        localaddress="127.0.0.1",
-        cachedir=tmp_path / "cache",
-        timeout=10,
-        retrieve=retrieve,
-    )
+    options = pacs_options(pacs, tmp_path / "cache", localport=port, retrieve=retrieve)
     with mounted(tmp_path / "mnt", options) as handle:
         yield handle
 

@@ -19,11 +19,10 @@ from dicomfs.app.options import (
     HelpRequested,
     MountOptions,
     OptionError,
-    format_help,
-    format_markdown_table,
     with_overrides,
 )
 from dicomfs.app.preflight import check_environment
+from dicomfs.app.usage import format_help, format_markdown_table
 
 HISTORIC = (
     "/mnt/mountpoint -o serveraddress=localhost,serverport=1040,localport=11112 "

@@ -32,8 +32,8 @@ from pydicom.tag import Tag
 
 from dicomfs.demo.samples import deterministic_uid, make_instance
 from dicomfs.demo.scp import DemoArchive
-from tests.mounting import Mount, mount_options, mounted
-from tests.pacs_servers import OrthancServer, free_port
+from tests.mounting import Mount, mounted, pacs_options
+from tests.pacs_servers import OrthancServer
 
 pytestmark = pytest.mark.integration
 
@@ -277,15 +277,7 @@ def quirky(
 
 
 def _options(pacs: QuirkyArchive, cachedir: Path) -> str:
-    return mount_options(
-        serveraddress=pacs.host,
-        serverport=pacs.port,
-        aec=pacs.ae_title,
-        localport=free_port(),
-        cachedir=cachedir,
-        timeout=10,
-        retrieve="get",
-    )
+    return pacs_options(pacs, cachedir, retrieve="get")
 
 
 @pytest.fixture(scope="module")

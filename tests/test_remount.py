@@ -13,8 +13,7 @@ import pydicom
 import pytest
 
 from tests.broken_pacs import SERIES, BrokenPacs
-from tests.conftest import DICOMFS_AET
-from tests.mounting import dicomfs_command, is_mounted, mount_options, mounted
+from tests.mounting import dicomfs_command, is_mounted, mounted, pacs_options
 from tests.pacs_servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -30,17 +29,7 @@ def broken() -> Iterator[BrokenPacs]:
 
 def move_options(pacs: BrokenPacs, cachedir: Path, localport: int) -> str:
     pacs.move_port = localport
-    return mount_options(
-        serveraddress=pacs.host,
-        serverport=pacs.port,
-        aec=pacs.ae_title,
-        aet=DICOMFS_AET,
-        localport=localport,
-        localaddress="127.0.0.1",
-        cachedir=cachedir,
-        timeout=5,
-        retrieve="move",
-    )
+    return pacs_options(pacs, cachedir, localport=localport, timeout=5, retrieve="move")
 
 
 def read_one_by_move(mountpoint: Path, number: int) -> None:

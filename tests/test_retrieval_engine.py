@@ -216,7 +216,7 @@ def test_an_unknown_move_destination_is_one_clear_error(
         pytest.raises(RetrievalFailed, match=unknown),
     ):
         engine.fetch(ref, uid, [uid])
-    assert "status 0xA801" in caplog.text
+    assert "0xA801" in caplog.text and "retrieve=get" in caplog.text  # the cause and the fix
     assert "asking for the" not in caplog.text and "trying C-GET" not in caplog.text
 
 

@@ -19,7 +19,7 @@ import pytest
 from tests.broken_pacs import SERIES, Behaviour, BrokenPacs, options_for
 from tests.conftest import DICOMFS_AET
 from tests.fault_tools import SeriesData, ThrottledRelay, dataset_bytes, series_dir, write_series
-from tests.mounting import mount_options, mounted, wait_until
+from tests.mounting import mounted, pacs_options, wait_until
 from tests.pacs_servers import HOST, MoveDestination, OrthancServer, free_port
 from tests.test_misbehaving_pacs import assert_serves, expect_errno, files_by_uid, series_dirs
 
@@ -115,16 +115,9 @@ def test_orthanc_asynchronous_move_stores_land(
 ) -> None:
     server, series, port = async_orthanc
     relay = ThrottledRelay(server.port)  # counts our associations to Orthanc
-    options = mount_options(
-        serveraddress=HOST,
-        serverport=relay.port,
-        aec=server.ae_title,
-        aet=DICOMFS_AET,
-        localport=port,
-        localaddress=HOST,
-        cachedir=tmp_path / "cache",
-        timeout=5,
-        retrieve="move",
+    # Through the relay: it counts our associations to Orthanc.
+    options = pacs_options(
+        server, tmp_path / "cache", localport=port, timeout=5, retrieve="move", serverport=relay.port
     )
     try:
         with mounted(tmp_path / "mnt", options) as mount:

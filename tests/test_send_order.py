@@ -26,7 +26,7 @@ from pynetdicom import AE, build_role, evt
 from dicomfs.core.sendorder import MAX_HURRIED
 from tests.conftest import DICOMFS_AET
 from tests.fault_tools import SeriesData, ThrottledRelay, dataset_bytes, series_dir, write_series
-from tests.mounting import mount_options, mounted
+from tests.mounting import mounted, pacs_options
 from tests.pacs_servers import HOST, MoveDestination, OrthancServer, free_port
 
 LOGGER = logging.getLogger(__name__)
@@ -118,16 +118,8 @@ def test_any_read_order_reads_every_file_with_few_associations(
     retrieve: str,
     read: str,
 ) -> None:
-    options = mount_options(
-        serveraddress=HOST,
-        serverport=relay.port,
-        aec=server.ae_title,
-        aet=DICOMFS_AET,
-        localport=storage_port,
-        localaddress=HOST,
-        cachedir=tmp_path / "cache",
-        timeout=10,
-        retrieve=retrieve,
+    options = pacs_options(
+        server, tmp_path / "cache", localport=storage_port, retrieve=retrieve, serverport=relay.port
     )
     sources = series.sources()
     with mounted(tmp_path / "mnt", options) as mount:

@@ -1,11 +1,11 @@
-"""Pure parts of the tree model: DICOM times and the screening of C-FIND rows."""
+"""Pure parts of the listings: DICOM times and the screening of C-FIND rows."""
 
 from __future__ import annotations
 
 import pytest
 
 from dicomfs.core.rows import unique_rows
-from dicomfs.views.tree import dicom_time
+from dicomfs.views.naming import study_time as dicom_time
 
 
 @pytest.mark.parametrize(
@@ -47,21 +47,3 @@ def test_malformed_rows_are_skipped_and_logged(caplog: pytest.LogCaptureFixture)
     assert "without SeriesInstanceUID" in caplog.text
     assert "duplicate" in caplog.text
     assert "level 'IMAGE'" in caplog.text
-
-
-def test_a_listing_shorter_than_the_pacs_count_is_asked_again(caplog: pytest.LogCaptureFixture) -> None:
-    from dicomfs.views.tree import SERIES, Entry, Listing, Tree
-
-    tree = Tree(None, None, None, None, cache_prefix="x")  # type: ignore[arg-type]
-    series = Entry(name="001 CT", kind=SERIES, patient_id="P", series_uid="1.2", children_count=3)
-    full = Listing(tuple(Entry(name=f"{n}.dcm", kind="instance", patient_id="P") for n in range(3)))
-    answers = [Listing(full.entries[:2]), full]
-    calls: list[Entry] = []
-
-    def find(entry: Entry) -> Listing:
-        calls.append(entry)
-        return answers.pop(0)
-
-    assert tree._complete(series, find) is full
-    assert len(calls) == 2
-    assert "listed 2 of the 3" in caplog.text

@@ -195,6 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args and args[0] == "demo":
             return run_demo(args[1:])
+        if args and args[0] == "echo":
+            from dicomfs.app.echo import run_echo
+
+            return run_echo(args[1:])
         if args and args[0] == "cache":
             from dicomfs.app import cachecmd
 
@@ -219,6 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"dicomfs: logfile: cannot write '{exc.filename}': {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
+    from dicomfs.app.echo import check_before_mount  # the PACS check of `dicomfs echo`, bounded
+
+    check_before_mount(opts)
     with contextlib.suppress(KeyboardInterrupt):
         return mount(opts)
     return 0

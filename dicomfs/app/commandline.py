@@ -24,10 +24,10 @@ from dicomfs.app.options import (
     MountOptions,
     OptionError,
     convert_option,
-    format_help,
-    parse_path,
 )
 from dicomfs.app.profiles import load_profile
+from dicomfs.app.usage import format_help
+from dicomfs.app.valuekinds import parse_path
 
 # A trailing positional word is an option list when it starts with "identifier=".
 _OPTION_WORD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")

@@ -11,15 +11,21 @@ from collections.abc import Callable, Sequence
 
 from dicomfs.app import notify
 from dicomfs.app.options import MountOptions
+from dicomfs.core.catalog import Catalog
+from dicomfs.core.instances import Instances
 from dicomfs.core.retrieval import RetrievalScheduler
 from dicomfs.core.store import InstanceStore, ListingCache
 from dicomfs.dimse import patches, spool
 from dicomfs.dimse.admission import ExpectedOnly
 from dicomfs.dimse.client import PacsAddress, PacsClient
+from dicomfs.dimse.queries import DimseQueries
 from dicomfs.dimse.receiver import InstanceReceiver
 from dicomfs.dimse.scp import StorageSCP
 from dicomfs.dimse.strategy import DimseRetrieval
-from dicomfs.views.tree import Tree
+from dicomfs.views import naming
+from dicomfs.views.hierarchy import PatientHierarchy, base_name
+from dicomfs.views.node import Namespace
+from dicomfs.views.root import Root
 
 LOGGER = logging.getLogger(__name__)
 
@@ -48,7 +54,12 @@ def server_ssl_context(opts: MountOptions) -> ssl.SSLContext | None:
 
 
 class MountServices:
-    """Client, caches, receiver, storage SCP, scheduler and tree of one mount."""
+    """Client, caches, receiver, storage SCP, scheduler, catalog and views of one mount.
+
+    After :meth:`start`, :attr:`namespace` is what front ends consume; :meth:`stop` ends it all.
+    """
+
+    namespace: Namespace
 
     def __init__(
         self, opts: MountOptions, hooks: Sequence[tuple[Callable[[], None], Callable[[], None]]] = ()
@@ -116,9 +127,19 @@ class MountServices:
         self.scheduler.start()
         self._started.append(self.scheduler.stop)
         prefix = f"{opts.aec}@{opts.serveraddress}:{opts.serverport}/{opts.model}"
-        self.tree = Tree(self.client, self.listings, self.store, self.scheduler, cache_prefix=prefix)
-        self.tree.start_prefetching()
-        self._started.append(self.tree.stop_prefetching)
+        self.catalog = Catalog(
+            DimseQueries(self.client),
+            self.listings,
+            cache_prefix=prefix,
+            study_time=naming.study_time,
+            describe=base_name,
+            # For another caller's C-FIND of the same listing: as long as a reader waits for a
+            # stalled retrieval (``timeout`` bounds each C-FIND response, not the whole answer).
+            wait_s=2 * opts.timeout + 5,
+        )
+        self.catalog.start_prefetching()
+        self._started.append(self.catalog.stop_prefetching)
+        self.namespace = Root(PatientHierarchy(self.catalog, Instances(self.store, self.scheduler)))
         LOGGER.info("mounted %s at %s (retrieve=%s)", prefix, opts.mountpoint, opts.retrieve)
         # FUSE init() runs once the kernel has mounted us: a Type=notify unit is ready now.
         notify.notify(notify.READY, f"STATUS=serving {prefix} at {opts.mountpoint}")
@@ -144,3 +165,40 @@ class MountServices:
             except Exception:
                 LOGGER.exception("while stopping")
         LOGGER.info("unmounted %s", self.opts.mountpoint)
+
+    def __enter__(self) -> Namespace:
+        """The started namespace (``with build_namespace(opts) as namespace:``); stopped on exit."""
+        return self.namespace
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def build_namespace(opts: MountOptions) -> MountServices:
+    """Every part of one mount but FUSE, started: for tests and front ends other than FUSE.
+
+    Parameters
+    ----------
+    opts : MountOptions
+        As for a mount (``mountpoint`` is only logged). With ``retrieve=move`` the storage SCP
+        listens on ``localaddress:localport``; ``retrieve=get`` opens no port.
+
+    Returns
+    -------
+    MountServices
+        Started: its ``namespace`` (a :class:`~dicomfs.views.node.Namespace`) is ready to use.
+        Call ``stop()`` to end its threads and close the caches; or use it as a context manager,
+        which gives the namespace and stops everything on exit.
+
+    Raises
+    ------
+    OSError
+        The cache directory or the storage SCP's port cannot be used (nothing is left running).
+    """
+    services = MountServices(opts)
+    try:
+        services.start()
+    except BaseException:
+        services.stop()
+        raise
+    return services

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 
 from dicomfs import __version__
-from dicomfs.app.options import _FLAG_HELP, OPTIONS
+from dicomfs.app.options import FLAG_HELP, OPTIONS
 
 #: The subcommands: (synopsis, what it does).
 COMMANDS: tuple[tuple[str, str], ...] = (
@@ -19,6 +19,11 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ),
     ("AEC@host:port MOUNTPOINT [-o ...]", "mount the PACS named by its AE title, host and port"),
     ("profiles [-o config=PATH]", "list the profiles of the config files"),
+    (
+        "echo [SOURCE] [-o ...] [--json]",
+        "check the way to the PACS step by step (name, connection, association, C-ECHO, C-FIND, "
+        "the C-MOVE return path); exit 0 only when all works",
+    ),
     ("demo MOUNTPOINT [-f] [-o ...]", "mount a bundled sample archive, served on loopback"),
     (
         "cache stats|clear|prune [--older-than AGE] [--cachedir DIR] [--json]",
@@ -63,7 +68,7 @@ def format_manpage(date: datetime.date | None = None) -> str:
     for synopsis, meaning in COMMANDS:
         lines += [".TP", f".B {_escape(synopsis)}", _escape(meaning)]
     lines += [".SH FLAGS"]
-    for flag, meaning in _FLAG_HELP:
+    for flag, meaning in FLAG_HELP:
         lines += [".TP", f".B {_escape(flag)}", _escape(meaning)]
     for title, fuse in (("OPTIONS", False), ("FUSE OPTIONS", True)):
         lines += [f".SH {title}"]

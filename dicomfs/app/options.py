@@ -1,38 +1,43 @@
 """Options of ``dicomfs``: one declarative table drives parsing, profiles, ``-h`` and the README.
 
-Every option lives in ``OPTIONS`` (name, kind, default, help). ``MountOptions`` takes its defaults from
-that table, ``format_help`` and ``format_markdown_table`` render it, and ``convert_option`` checks one
-value against it for the command line (``dicomfs.app.commandline``) and for profiles
-(``dicomfs.app.profiles``), so a new option is one row plus one dataclass field.
+Every option lives in ``OPTIONS`` (name, kind, default, help). ``MountOptions`` takes its defaults
+from that table; ``dicomfs.app.usage`` renders it (``-h``, the README table), ``dicomfs.app.manpage``
+the man page; ``convert_option`` checks one value against it for the command line
+(``dicomfs.app.commandline``) and for profiles (``dicomfs.app.profiles``), so a new option is one
+row plus one dataclass field.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import grp
 import logging
-import math
 import os
-import pwd
-import re
-import textwrap
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from dicomfs.app.mounthelper import IGNORED_PREFIXES, IGNORED_WORDS, check_profile_name
+from dicomfs.app.valuekinds import (
+    AE_TITLE,
+    BOOL,
+    GID,
+    HOST,
+    PATH,
+    PORT,
+    PROFILE,
+    SECONDS,
+    SECONDS_OR_ZERO,
+    SIZE,
+    TEXT,
+    UID,
+    UMASK,
+    ValueKind,
+    choice,
+    int_range,
+)
 
 LOGGER = logging.getLogger(__name__)
-
-_TRUE_WORDS = frozenset({"1", "yes", "true", "on"})
-_FALSE_WORDS = frozenset({"0", "no", "false", "off"})
-_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?$", re.IGNORECASE)
-# Host names, IPv4 and IPv6 literals (optionally with a %scope); brackets are stripped first.
-_HOST_RE = re.compile(r"^[A-Za-z0-9._:%-]+$")
-_HELP_WIDTH = 100
 
 
 class OptionError(Exception):
@@ -45,155 +50,6 @@ class HelpRequested(Exception):
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self.text = text
-
-
-# --------------------------------------------------------------------------- value kinds
-
-
-@dataclass(frozen=True)
-class ValueKind:
-    """How one option's value is written (``metavar``), parsed and shown back."""
-
-    metavar: str
-    parse: Callable[[str], Any]
-    show: Callable[[Any], str] = str
-    flag: bool = False  # a bare ``name`` means ``name=1``
-
-
-def _parse_host(raw: str) -> str:
-    host = raw[1:-1] if raw.startswith("[") and raw.endswith("]") else raw
-    if not _HOST_RE.match(host):
-        raise ValueError(f"{raw!r} is not a host name or IP address")
-    return host
-
-
-def _parse_port(raw: str) -> int:
-    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
-        raise ValueError(f"{raw!r} is not a port number (1-65535)")
-    return int(raw)
-
-
-def _parse_ae_title(raw: str) -> str:
-    # PS3.5 6.2 (AE VR): up to 16 characters of the default repertoire, no backslash, no control
-    # characters; leading and trailing spaces are not significant, so an all-space title is empty.
-    title = raw.strip(" ")
-    if not 1 <= len(title) <= 16 or "\\" in title or not all(" " <= ch <= "~" for ch in title):
-        raise ValueError(
-            f"AE title must be 1-16 characters of printable ASCII without backslash, not {raw!r}"
-        )
-    return title
-
-
-def parse_path(raw: str) -> str:
-    """A path option or the mount point: ``~`` and ``$VARS`` expanded, made absolute."""
-    return os.path.abspath(os.path.expandvars(os.path.expanduser(raw)))
-
-
-def _parse_positive_seconds(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError("must be a positive number of seconds")
-    return value
-
-
-def _parse_seconds(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError("must be a number of seconds >= 0")
-    return value
-
-
-def _parse_size(raw: str) -> int:
-    match = _SIZE_RE.match(raw.strip())
-    size = round(float(match[1]) * _SIZE_UNITS[match[2].lower()]) if match else 0
-    if size <= 0:
-        raise ValueError(f"{raw!r} is not a size such as 20G, 512M, 100k or a byte count")
-    return size
-
-
-def _show_size(size: int) -> str:
-    for unit in "TGMK":
-        scale = _SIZE_UNITS[unit.lower()]
-        if size % scale == 0:
-            return f"{size // scale}{unit}"
-    return str(size)
-
-
-def _parse_bool(raw: str) -> bool:
-    word = raw.lower()
-    if word in _TRUE_WORDS:
-        return True
-    if word in _FALSE_WORDS:
-        return False
-    raise ValueError(f"{raw!r} is not one of 1/0, yes/no, true/false, on/off")
-
-
-def _parse_text(raw: str) -> str:
-    return raw
-
-
-def _parse_umask(raw: str) -> int:
-    # Octal like umask(1) and rclone's --umask: "022", "0022", "77".
-    if not re.fullmatch(r"[0-7]{1,4}", raw) or int(raw, 8) > 0o777:
-        raise ValueError(f"{raw!r} is not an octal mask such as 022, 027 or 077")
-    return int(raw, 8)
-
-
-def _id_kind(what: str, by_name: Callable[[str], int]) -> ValueKind:
-    def parse(raw: str) -> int:
-        if raw.isdigit():
-            if int(raw) >= 2**32 - 1:  # (uid_t)-1 means "no change" to the kernel
-                raise ValueError(f"{raw!r} is not a {what} ID")
-            return int(raw)
-        try:
-            return by_name(raw)
-        except KeyError:
-            raise ValueError(f"{raw!r} is neither a {what} ID nor a {what} name") from None
-
-    return ValueKind(what.upper(), parse)
-
-
-def _parse_profile_name(raw: str) -> str:
-    return check_profile_name(raw)
-
-
-def _choice(*choices: str) -> ValueKind:
-    def parse(raw: str) -> str:
-        if raw not in choices:
-            raise ValueError(f"{raw!r} is not one of {', '.join(choices)}")
-        return raw
-
-    return ValueKind("|".join(choices), parse)
-
-
-def _int_range(low: int, high: int) -> ValueKind:
-    def parse(raw: str) -> int:
-        if not raw.isdigit() or not low <= int(raw) <= high:
-            raise ValueError(f"{raw!r} is not a whole number from {low} to {high}")
-        return int(raw)
-
-    return ValueKind("N", parse)
-
-
-HOST = ValueKind("HOST", _parse_host)
-PORT = ValueKind("PORT", _parse_port)
-AE_TITLE = ValueKind("AE", _parse_ae_title)
-PATH = ValueKind("PATH", parse_path)
-SECONDS = ValueKind("SECONDS", _parse_positive_seconds)
-SECONDS_OR_ZERO = ValueKind("SECONDS", _parse_seconds)
-SIZE = ValueKind("SIZE", _parse_size, _show_size)
-BOOL = ValueKind("BOOL", _parse_bool, lambda value: "on" if value else "off", flag=True)
-TEXT = ValueKind("TEXT", _parse_text)
-UMASK = ValueKind("OCTAL", _parse_umask, lambda value: f"{value:03o}")
-UID = _id_kind("user", lambda name: pwd.getpwnam(name).pw_uid)
-GID = _id_kind("group", lambda name: grp.getgrnam(name).gr_gid)
-PROFILE = ValueKind("NAME", _parse_profile_name)
 
 
 # --------------------------------------------------------------------------- the table
@@ -258,15 +114,15 @@ OPTIONS: tuple[Option, ...] = (
         "cache for listings and instances; XDG_CACHE_HOME defaults to ~/.cache",
         shown_default="$XDG_CACHE_HOME/dicomfs",
     ),
-    Option("retrieve", _choice("move", "get"), "move", "how instances are fetched: C-MOVE or C-GET"),
+    Option("retrieve", choice("move", "get"), "move", "how instances are fetched: C-MOVE or C-GET"),
     Option("timeout", SECONDS, 30.0, "timeout for every network operation, in seconds", "30"),
     Option("ttl", SECONDS_OR_ZERO, 300.0, "how long directory listings are cached, in seconds", "300"),
     Option("cachesize", SIZE, 10 * 1024**3, "instance cache size limit (20G, 512M, 100k, bytes)"),
-    Option("model", _choice("study", "patient"), "study", "C-FIND query/retrieve information model"),
-    Option("maxassoc", _int_range(1, 64), 4, "maximum simultaneous associations to the PACS"),
+    Option("model", choice("study", "patient"), "study", "C-FIND query/retrieve information model"),
+    Option("maxassoc", int_range(1, 64), 4, "maximum simultaneous associations to the PACS"),
     Option(
         "parallel",
-        _int_range(1, 16),
+        int_range(1, 16),
         1,
         "associations one large series is split over (helps on slow links; 1 is fastest on a LAN)",
     ),
@@ -306,7 +162,7 @@ OPTIONS: tuple[Option, ...] = (
 )
 OPTIONS_BY_NAME: Mapping[str, Option] = MappingProxyType({option.name: option for option in OPTIONS})
 
-_FLAG_HELP = (
+FLAG_HELP = (
     ("-o OPTIONS", "comma-separated name=value options (repeatable; may also follow the mount point)"),
     ("-f", "stay in the foreground"),
     ("-d", "debug logging (implies -f)"),
@@ -393,63 +249,3 @@ def convert_option(key: str, value: str | None) -> tuple[Option, Any]:
         return option, option.kind.parse(value)
     except ValueError as exc:
         raise OptionError(f"{key}: {exc}") from None
-
-
-# --------------------------------------------------------------------------- rendering
-
-
-def format_help(prog: str = "dicomfs") -> str:
-    """Usage text for ``-h``: flags, then one line per option with its default."""
-    lines = [
-        f"usage: {prog} [SOURCE] MOUNTPOINT [-f] [-d] [-s] [-o name=value[,...]] [name=value,...]",
-        f"       {prog} profiles [-o config=PATH]   (list the profiles of the config files)",
-        f"       {prog} demo MOUNTPOINT [-f]   (a bundled sample archive, served on loopback)",
-        "",
-        "Mount a DICOM archive (PACS) as a read-only directory tree. SOURCE is a profile name (a",
-        "[pacs.NAME] table of the config file) or the PACS as AEC@host:port; options given here",
-        "override the profile's.",
-        "",
-        "flags:",
-    ]
-    lines += [f"  {flag:<14} {meaning}" for flag, meaning in _FLAG_HELP]
-    width = max(len(option.syntax) for option in OPTIONS)
-    for title, fuse in (("options", False), ("FUSE options (passed to libfuse)", True)):
-        lines += ["", f"{title}:"]
-        for option in (option for option in OPTIONS if option.fuse is fuse):
-            # NUL stands in for the spaces of "(default: X)" so the default is never split.
-            default = f"(default: {option.default_text})".replace(" ", "\0")
-            wrapped = textwrap.wrap(
-                f"{option.help} {default}",
-                width=_HELP_WIDTH,
-                initial_indent=f"  {option.syntax:<{width}}  ",
-                subsequent_indent=" " * (width + 4),
-                break_on_hyphens=False,
-            )
-            lines += [line.replace("\0", " ") for line in wrapped]
-    lines += [
-        "",
-        *textwrap.wrap(
-            "mount(8) and fstab words are accepted and ignored (the mount is always read-only, nodev, "
-            f"nosuid): {', '.join(sorted(IGNORED_WORDS))}, {', '.join(p + '*' for p in IGNORED_PREFIXES)}",
-            width=_HELP_WIDTH,
-        ),
-        "",
-        "example:",
-        f"  {prog} /mnt/pacs -o serveraddress=localhost,serverport=1040,localport=11112 aec=aec,aet=aet",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _markdown_cell(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
-def format_markdown_table() -> str:
-    """The README's option table, one row per option, rendered from ``OPTIONS``."""
-    lines = ["| option | default | meaning |", "| --- | --- | --- |"]
-    lines += [
-        f"| `{_markdown_cell(option.syntax)}` | `{_markdown_cell(option.default_text)}` "
-        f"| {_markdown_cell(option.help)} |"
-        for option in OPTIONS
-    ]
-    return "\n".join(lines) + "\n"

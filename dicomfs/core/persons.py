@@ -1,7 +1,7 @@
 """Patient IDs that stand for several persons, learned from study listings, for the root.
 
 A PACS that keeps patients by Patient ID alone (Orthanc) answers one PATIENT-level row for two
-persons; only their studies tell them apart (``tree.Tree._find_studies``). The persons found there
+persons; only their studies tell them apart (``levels.LevelFinder.studies``). The persons found there
 are remembered here, so the next root listing shows one directory per person, and each such ID is
 logged once. Bounded: such IDs are rare, and a forgotten one is found again on its next study
 listing.

@@ -1,8 +1,8 @@
 """What the engine needs from the DICOM side, as Protocols (``dicomfs.dimse`` implements them).
 
-The engine (``core``) never imports pynetdicom: it schedules retrievals and waits for instances
-through these interfaces, and the DIMSE package supplies the implementations (``app.compose``
-wires them together). Tests may supply their own.
+The engine (``core``) never imports pynetdicom: it lists the archive, schedules retrievals and
+waits for instances through these interfaces, and the DIMSE package supplies the implementations
+(``app.compose`` wires them together). Tests may supply their own.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from dicomfs.core.model import SeriesKey, SeriesRef
+from dicomfs.core.rows import Row
 
 # -- retrieval (RetrieveService and the receiver's side) -------------------------------------------
 
@@ -95,3 +96,48 @@ class RetrieveService(Protocol):
 
 
 # -- end of retrieval --------------------------------------------------------------------------------
+
+
+# -- queries (QueryService: ``dicomfs.dimse.queries.DimseQueries``) ----------------------------------
+
+
+class QueryService(Protocol):
+    """Level queries against one archive, answered as text rows (PS3.4 C.4.1 C-FIND).
+
+    Every row holds the text of each key named below (absent ones as ``""``), its
+    ``QueryRetrieveLevel``, and, where it holds a Patient ID, that ID exactly as sent under
+    :data:`~dicomfs.core.rows.RAW_PATIENT_ID`. Matching is the archive's (PS3.4 C.2.2.2): rows
+    may be wildcard matches, duplicates or of another parent; the caller screens them
+    (:mod:`dicomfs.core.rows`). Every method raises :class:`~dicomfs.core.errors.QueryRefused`
+    when the archive refuses or fails the query, and :class:`~dicomfs.core.errors.PacsError` when
+    it cannot be reached or stops answering within the mount's ``timeout``.
+    """
+
+    @property
+    def down_reason(self) -> str | None:
+        """Why the archive is known to be unreachable right now, or None when it answers."""
+        ...
+
+    def patients(self) -> list[Row] | None:
+        """PATIENT-level rows (PatientID, IssuerOfPatientID, PatientName,
+        NumberOfPatientRelatedStudies), or None when the archive has no PATIENT level to ask
+        (Study Root only): then the caller derives patients from :meth:`studies`."""
+        ...
+
+    def studies(self, patient_id: str) -> list[Row]:
+        """STUDY-level rows of ``patient_id`` (``""``: every study) with StudyInstanceUID,
+        NumberOfStudyRelatedSeries, StudyDate, StudyTime, StudyDescription, AccessionNumber,
+        PatientID, PatientName, IssuerOfPatientID."""
+        ...
+
+    def series(self, patient_id: str, study_uid: str) -> list[Row]:
+        """SERIES-level rows of one study with SeriesInstanceUID, SeriesNumber, Modality,
+        SeriesDescription, NumberOfSeriesRelatedInstances, and the parents' StudyInstanceUID,
+        PatientID, IssuerOfPatientID, PatientName (to screen other parents' and persons' rows)."""
+        ...
+
+    def instances(self, patient_id: str, study_uid: str, series_uid: str, *, with_issuer: bool) -> list[Row]:
+        """IMAGE-level rows of one series with SOPInstanceUID, InstanceNumber, and the parents'
+        StudyInstanceUID, SeriesInstanceUID, PatientID, PatientName (IssuerOfPatientID too
+        with ``with_issuer``: it may cost the archive a file read per instance)."""
+        ...

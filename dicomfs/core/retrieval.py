@@ -274,6 +274,7 @@ class RetrievalScheduler:
             job.finish(final)
         elapsed = time.monotonic() - job.started_at if job.started_at else 0.0
         if final:
+            # One line per failed retrieval (not per file): its cause, and the fix where known.
             LOGGER.warning(
                 "series %s: %s (%d of %d instances arrived)",
                 job.ref.series_uid,

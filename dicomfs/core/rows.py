@@ -1,9 +1,9 @@
 """C-FIND matches as text rows, and the screening of rows a PACS should not have sent.
 
-A match is decoded once (``naming.text_of``) into a :data:`Row`, then read many times. Screening
-drops, and logs, rows of another level, without their unique key, duplicated, or naming another
-parent than the one the listing is of (PS3.4 C.4.1.2.2: the unique keys of the levels above are
-returned with every match, so they can be checked).
+A match is decoded once (``dicomfs.dimse.queries.read_rows``) into a :data:`Row`, then read many
+times. Screening drops, and logs, rows of another level, without their unique key, duplicated,
+or naming another parent than the one the listing is of (PS3.4 C.4.1.2.2: the unique keys of the
+levels above are returned with every match, so they can be checked).
 """
 
 from __future__ import annotations
@@ -11,55 +11,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from pydicom.dataset import Dataset
-
 from dicomfs.core.model import name_key
-from dicomfs.views import naming
 
 LOGGER = logging.getLogger(__name__)
 
 #: A C-FIND match as text, by keyword: decoded once, then read many times.
 Row = dict[str, str]
 
-
-def identifier(level: str, **keys: str) -> Dataset:
-    """A C-FIND identifier at ``level`` (PS3.4 C.4.1.1.3.1) with the given keys."""
-    found = Dataset()
-    found.QueryRetrieveLevel = level
-    for keyword, value in keys.items():
-        setattr(found, keyword, value)
-    return found
-
-
 #: The Patient ID exactly as the PACS sent it (the text drops padding): what to ask for it with.
 RAW_PATIENT_ID = "PatientID/raw"
-
-
-def read_rows(matches: Sequence[Dataset], asked: Dataset) -> list[Row]:
-    """The text of every key the query asked for (and the level), of every match.
-
-    A Patient ID also keeps its value as sent (:data:`RAW_PATIENT_ID`): a PACS that stored
-    ``" SP"`` matches a query for ``" SP"``, not for the ``"SP"`` the name shows.
-    """
-    keywords = ["QueryRetrieveLevel", *(elem.keyword for elem in asked if elem.keyword)]
-    rows = []
-    for match in matches:
-        row = {keyword: naming.text_of(match, keyword) for keyword in keywords}
-        if "PatientID" in row:
-            row[RAW_PATIENT_ID] = _raw_text(match, "PatientID") or row["PatientID"]
-        rows.append(row)
-    return rows
-
-
-def _raw_text(match: Dataset, keyword: str) -> str:
-    """The value as sent, without its trailing padding only ('' when it is not plain ASCII)."""
-    element = match.get_item(keyword)
-    value = getattr(element, "value", None)
-    if isinstance(value, bytes) and value.isascii() and b"\\" not in value and b"\x1b" not in value:
-        return value.decode("ascii").rstrip(" \x00")
-    if isinstance(value, str) and "\\" not in value:
-        return value.rstrip(" \x00")
-    return ""
 
 
 def count(row: Row, keyword: str) -> int:

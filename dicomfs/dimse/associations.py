@@ -23,6 +23,7 @@ from pynetdicom import AE, evt
 
 from dicomfs.core.errors import PacsError, QueryRefused
 from dicomfs.core.health import PacsHealth
+from dicomfs.dimse.explain import association_failure
 from dicomfs.dimse.patches import MAX_RECEIVE_PDU, tune_socket
 
 LOGGER = logging.getLogger(__name__)
@@ -283,10 +284,14 @@ class Associations:
 
     def _refusal_reason(self, assoc: Any) -> str:
         where = self.where
-        if assoc.is_rejected:
-            return f"association rejected by {where}"
-        if assoc.acceptor.primitive is None:  # no A-ASSOCIATE-AC/RJ: refused, unreachable or silent
-            return f"cannot reach PACS {where}"
-        if assoc.is_aborted:
-            return f"association aborted by {where}"
+        if assoc.is_rejected or assoc.acceptor.primitive is not None:
+            # The PACS answered and refused: which AE title, which reason (PS3.8 9.3.4), the fix.
+            why = association_failure(
+                assoc,
+                called_aet=self.address.called_aet,
+                calling_aet=self.address.calling_aet,
+                tls=self.address.ssl_context is not None,
+            )
+            return f"{where}: {why.line()}"
+        # no A-ASSOCIATE-AC/RJ: refused, unreachable or silent
         return f"cannot reach PACS {where}"

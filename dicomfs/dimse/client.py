@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -25,34 +25,14 @@ from dicomfs.core.errors import PacsError, QueryRefused
 from dicomfs.core.health import PacsHealth
 from dicomfs.dimse import statuses
 from dicomfs.dimse.associations import Associations, AssociationsBusy, AssociationSlots, PacsAddress
+from dicomfs.dimse.explain import explain_no_response
 from dicomfs.dimse.negotiation import MAX_CONTEXTS
 from dicomfs.dimse.progress import MESSAGE_ID, ProgressWatch, RetrieveOutcome, status_of
+from dicomfs.dimse.qrmodels import MODELS, VERIFICATION
 
 __all__ = ["AssociationSlots", "PacsAddress", "PacsClient", "RetrieveOutcome"]
 
 LOGGER = logging.getLogger(__name__)
-
-# SOP Class UIDs (PS3.4 Annex A.4 and C.6); pynetdicom exposes them only as dynamic attributes.
-Verification = "1.2.840.10008.1.1"
-PatientRootQueryRetrieveInformationModelFind = "1.2.840.10008.5.1.4.1.2.1.1"
-PatientRootQueryRetrieveInformationModelMove = "1.2.840.10008.5.1.4.1.2.1.2"
-PatientRootQueryRetrieveInformationModelGet = "1.2.840.10008.5.1.4.1.2.1.3"
-StudyRootQueryRetrieveInformationModelFind = "1.2.840.10008.5.1.4.1.2.2.1"
-StudyRootQueryRetrieveInformationModelMove = "1.2.840.10008.5.1.4.1.2.2.2"
-StudyRootQueryRetrieveInformationModelGet = "1.2.840.10008.5.1.4.1.2.2.3"
-
-_MODELS: Mapping[str, Mapping[str, str]] = {
-    "study": {
-        "find": StudyRootQueryRetrieveInformationModelFind,
-        "move": StudyRootQueryRetrieveInformationModelMove,
-        "get": StudyRootQueryRetrieveInformationModelGet,
-    },
-    "patient": {
-        "find": PatientRootQueryRetrieveInformationModelFind,
-        "move": PatientRootQueryRetrieveInformationModelMove,
-        "get": PatientRootQueryRetrieveInformationModelGet,
-    },
-}
 
 
 def _take_scp_role(accepted_storage: Sequence[Any]) -> None:
@@ -93,7 +73,7 @@ class PacsClient:
     def echo(self) -> None:
         """C-ECHO; raises PacsError unless the PACS answers Success."""
         with self._associations.open(
-            [(Verification, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]
+            [(VERIFICATION, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]
         ) as assoc:
             status = assoc.send_c_echo()
             if status_of(status) != statuses.SUCCESS:
@@ -107,10 +87,10 @@ class PacsClient:
         PACS without the Verification SOP class still accepts the association. Never retried.
         """
         syntaxes = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
-        contexts = [(Verification, syntaxes), *((models["find"], syntaxes) for models in _MODELS.values())]
+        contexts = [(VERIFICATION, syntaxes), *((models["find"], syntaxes) for models in MODELS.values())]
         try:
             with self._associations.open(contexts, retry_transient=False) as assoc:
-                if any(cx.abstract_syntax == Verification for cx in assoc.accepted_contexts):
+                if any(cx.abstract_syntax == VERIFICATION for cx in assoc.accepted_contexts):
                     status_of(assoc.send_c_echo())
         except (QueryRefused, AssociationsBusy):
             # An answer; or every slot is in use by associations that will report themselves.
@@ -122,19 +102,30 @@ class PacsClient:
         Raises QueryRefused when the PACS does not accept the model or fails the query, and
         PacsError when it cannot be reached or gives up.
         """
-        model = _MODELS[model_name or self.model]["find"]
+        model = MODELS[model_name or self.model]["find"]
         started = time.monotonic()
         matches: list[Dataset] = []
         # Both models are proposed: a PACS that accepts none of the contexts aborts the association
         # (pynetdicom), which would look like an outage; with two, the missing one is a clear "no".
         syntaxes = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
-        contexts = [(models["find"], syntaxes) for models in _MODELS.values()]
+        contexts = [(models["find"], syntaxes) for models in MODELS.values()]
         with self._associations.open(contexts) as assoc:
             if not any(cx.abstract_syntax == model for cx in assoc.accepted_contexts):
                 raise QueryRefused(
                     f"the PACS does not accept C-FIND in the {model_name or self.model} root model"
                 )
             for status, match in assoc.send_c_find(identifier, model):
+                dropped = time.monotonic() - started < 0.9 * self.address.timeout
+                if getattr(status, "Status", None) is None and assoc.is_aborted and dropped:
+                    # Dropped well before our DIMSE timeout (which also aborts) instead of answered:
+                    # how Orthanc refuses an AE title it does not know.
+                    why = explain_no_response(
+                        "C-FIND",
+                        aborted=True,
+                        calling_aet=self.address.calling_aet,
+                        timeout=self.address.timeout,
+                    )
+                    raise PacsError(why.line())
                 code = status_of(status)
                 if statuses.is_pending(code):
                     if match is not None:
@@ -166,7 +157,7 @@ class PacsClient:
         :class:`ProgressWatch`. Raises PacsError when the PACS fails, is silent, or the retrieval
         makes no progress for ``timeout`` seconds (it is then cancelled).
         """
-        model = _MODELS[self.model]["move"]
+        model = MODELS[self.model]["move"]
         contexts = [(model, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]
         with (
             self._associations.open(contexts) as assoc,
@@ -189,7 +180,7 @@ class PacsClient:
         (see ``negotiation``); we take the SCP role for each class. The outcome says which pairs
         the PACS accepted. ``progress`` and ``cancelled`` as for :meth:`move`.
         """
-        model = _MODELS[self.model]["get"]
+        model = MODELS[self.model]["get"]
         uncompressed = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
         contexts: list[tuple[str, Sequence[str]]] = [(model, uncompressed)]
         contexts += list(storage_contexts)[: MAX_CONTEXTS - 1]

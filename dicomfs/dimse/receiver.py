@@ -32,10 +32,9 @@ from dicomfs.core.errors import StorageFull
 from dicomfs.core.model import InstanceKey
 from dicomfs.core.ports import InstanceSink
 from dicomfs.core.store import InstanceStore, discard
-from dicomfs.dimse import statuses
+from dicomfs.dimse import decode, statuses
 from dicomfs.dimse.admission import Admitted, routing
 from dicomfs.dimse.spool import spool_error
-from dicomfs.views import naming
 
 LOGGER = logging.getLogger(__name__)
 
@@ -71,6 +70,9 @@ class InstanceReceiver:
     def __init__(self, store: InstanceStore, policy: AdmissionPolicy) -> None:
         self._store = store
         self._policy = policy
+        #: C-STOREs received, kept or refused (a C-MOVE's destination was reached; not exact under
+        #: concurrent retrievals, which only makes "the PACS cannot reach us" rarer to conclude).
+        self.stores_seen = 0
 
     def handle_store(self, event: evt.Event) -> int:
         """The EVT_C_STORE handler: store what was asked for; returns the C-STORE status.
@@ -79,6 +81,7 @@ class InstanceReceiver:
         PS3.4 B.2.3.
         """
         request: Any = event.request  # a C_STORE primitive for this event
+        self.stores_seen += 1  # the PACS reached us, whatever becomes of this object
         sop_uid = str(request.AffectedSOPInstanceUID or "")
         sender = str(event.assoc.requestor.ae_title)
         admitted = self._policy.admit(sop_uid, sender)
@@ -226,4 +229,4 @@ def identify_instance(path: str | Path, sop_uid: str) -> InstanceKey:
     if not study or not series:
         raise ValueError("dataset carries no Study or Series Instance UID")
     # The Patient ID as listings read it (a backslash is not a value separator for us, etc.).
-    return InstanceKey(naming.text_of(header, "PatientID"), study, series, found)
+    return InstanceKey(decode.text_of(header, "PatientID"), study, series, found)

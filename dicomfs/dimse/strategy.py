@@ -30,6 +30,7 @@ from dicomfs.core.model import SeriesRef
 from dicomfs.core.ports import RetrievalProgress
 from dicomfs.dimse import statuses
 from dicomfs.dimse.client import PacsClient
+from dicomfs.dimse.explain import explain_move_status
 from dicomfs.dimse.offers import Offer, OfferPlanner
 from dicomfs.dimse.progress import RetrieveOutcome
 from dicomfs.dimse.receiver import InstanceReceiver
@@ -116,15 +117,28 @@ class SeriesStrategy:
 
     def _move(self, sop_uids: tuple[str, ...], wanted: Sequence[str]) -> tuple[str | None, RetrieveOutcome]:
         """C-MOVE, and once more by SOP Instance UIDs for what a SERIES-level request missed."""
+        stores_before = self._service.receiver.stores_seen
         outcome = self._retrieve(sop_uids, None)
-        error = self._judge(wanted, outcome)
+        # The PACS could not send to us at all (0xA801, Orthanc's 0xC000 when no C-STORE reached
+        # us): say why and what to do, in words without counts, so the cause is logged once however
+        # many files it fails. Orthanc also answers 0xC000 after we refused what it sent (another
+        # patient's series of the same UID): that is for the retry by SOP Instance UID below.
+        reached_us = self._service.receiver.stores_seen != stores_before
+        why = (
+            None
+            if reached_us
+            else explain_move_status(
+                outcome.status, completed=outcome.completed, destination=self._service.destination_aet
+            )
+        )
+        error = why.line() if why is not None else self._judge(wanted, outcome)
         missing = self._job.missing(wanted)
         if (
             error is not None
             and not sop_uids
             and missing
             and not self._job.finished
-            and outcome.status != statuses.MOVE_DESTINATION_UNKNOWN
+            and why is None
             and not outcome.failed
         ):
             # A PACS that keys series by Series Instance UID alone (Orthanc) answers a

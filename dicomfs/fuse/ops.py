@@ -1,7 +1,8 @@
-"""The FUSE operations: paths to ``Tree`` calls, and domain errors to errno in one place.
+"""The FUSE operations: paths to ``Namespace`` nodes, and domain errors to errno in one place.
 
-A thin adapter in the manner of ratarmount's FuseMount: it never speaks DIMSE. The tree is
-read-only, so every modifying call answers EROFS (the mount is also ``ro`` for the kernel).
+A thin adapter in the manner of ratarmount's FuseMount: it never speaks DIMSE and knows no DICOM
+levels, only directory and file nodes (``dicomfs.views.node``). The tree is read-only, so every
+modifying call answers EROFS (the mount is also ``ro`` for the kernel).
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from typing import Any, Protocol, TypeVar
 
 import mfusepy
 
+from dicomfs.core.errorlog import OncePerCause
 from dicomfs.core.errors import FailedFast, NotFound, PacsError, RetrievalFailed, StorageFull
-from dicomfs.fuse.errorlog import OncePerCause
 from dicomfs.fuse.fdreply import reply_with_fd
 from dicomfs.fuse.lookups import SeenPaths, ask_parallel_dirops, libfuse_version
 from dicomfs.fuse.modes import Ownership
 from dicomfs.fuse.session import SessionWatch
-from dicomfs.views.tree import INSTANCE, Entry, Tree
+from dicomfs.views.node import Namespace, Node
 
 LOGGER = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ _ERRORS = OncePerCause(LOGGER)
 class Services(Protocol):
     """What the filesystem needs from the mount: started in init(), stopped in destroy()."""
 
-    tree: Tree
+    namespace: Namespace
 
     def start(self) -> None: ...
 
@@ -132,14 +133,14 @@ class DicomFS(mfusepy.Operations):
 
     # -- lookups ------------------------------------------------------------------------------
 
-    def _resolve(self, path: str) -> Entry | None:
+    def _resolve(self, path: str) -> Node:
         if is_probe(path):
             raise NotFound(path)
-        return self._services.tree.resolve(path)
+        return self._services.namespace.lookup(path)
 
-    def _stat(self, entry: Entry | None, size: int = 0) -> dict[str, int]:
-        mtime = int((entry.mtime if entry else self._services.tree.mount_time) * 1e9)
-        is_file = entry is not None and entry.kind == INSTANCE
+    def _stat(self, node: Node, size: int = 0) -> dict[str, int]:
+        mtime = int(node.mtime * 1e9)
+        is_file = not node.is_dir
         return {
             "st_mode": self._own.file_mode if is_file else self._own.dir_mode,
             "st_nlink": 1 if is_file else 2,
@@ -154,28 +155,31 @@ class DicomFS(mfusepy.Operations):
 
     @translate_errors
     def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
-        entry = self._resolve(path)
-        if entry is None or entry.kind != INSTANCE:
-            return self._stat(entry)
-        tree = self._services.tree
-        size = tree.cached_size(entry)
+        node = self._resolve(path)
+        if node.is_dir:
+            return self._stat(node)
+        namespace = self._services.namespace
+        size = namespace.cached_size(node)
         if size is None:
             if not self.lookups_wait and fh is None and self._seen.first_sight(path):
                 # A LOOKUP: answered at once; the kernel asks again before anyone sees this size.
-                return self._stat(entry, 0)
-            size = tree.instance_size(entry)
+                return self._stat(node, 0)
+            size = namespace.size(node)
         elif not self.lookups_wait:
             self._seen.first_sight(path)
-        return self._stat(entry, size)
+        return self._stat(node, size)
 
     @translate_errors
     def readdir(self, path: str, fh: int) -> list[Any]:
-        entry = self._resolve(path)
-        if entry is not None and entry.kind == INSTANCE:
+        node = self._resolve(path)
+        if not node.is_dir:
             raise mfusepy.FuseOSError(errno.ENOTDIR)
-        listing = self._services.tree.children(entry)
-        mode = self._own.file_mode if entry is not None and entry.kind == "series" else self._own.dir_mode
-        return [".", "..", *((child.name, {"st_mode": mode}, 0) for child in listing.entries)]
+        own = self._own
+        entries = [
+            (child.name, {"st_mode": own.dir_mode if child.is_dir else own.file_mode}, 0)
+            for child in self._services.namespace.children(node)
+        ]
+        return [".", "..", *entries]
 
     @translate_errors
     def access(self, path: str, amode: int) -> int:
@@ -190,10 +194,10 @@ class DicomFS(mfusepy.Operations):
     def open(self, path: str, flags: int) -> int:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT):
             raise mfusepy.FuseOSError(errno.EROFS)
-        entry = self._resolve(path)
-        if entry is None or entry.kind != INSTANCE:
+        node = self._resolve(path)
+        if node.is_dir:
             raise mfusepy.FuseOSError(errno.EISDIR)
-        return self._services.tree.open_instance(entry)
+        return self._services.namespace.open(node)
 
     @translate_errors
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:

@@ -9,7 +9,7 @@ query directories later) implement :class:`Namespace`; the root composes them by
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from dicomfs.core.model import InstanceKey
@@ -30,12 +30,16 @@ class Node:
         mount time except for the root when nothing better is known).
     instance : InstanceKey or None
         For a file, the stored object it stands for (whole parent chain); None for directories.
+    ref : object
+        Opaque to front ends: what the view that made the node needs to serve it again (a
+        catalog record). Not part of equality.
     """
 
     name: str
     is_dir: bool
     mtime: float
     instance: InstanceKey | None = None
+    ref: object = field(default=None, compare=False, repr=False)
 
 
 class Namespace(Protocol):

@@ -1,4 +1,4 @@
-"""One log line per cause, not per file: `cp -r` of a series the PACS cannot send fails 500 files.
+"""One log line per cause, not per file or series: `cp -r` of a series the PACS cannot send fails 500 files.
 
 Each failing FUSE call is still answered with its errno; the log says the cause once, with the
 first path it struck, and how many more calls it failed when it is next said (after
@@ -31,17 +31,28 @@ class OncePerCause:
     Parameters
     ----------
     logger : logging.Logger
-        Where the lines go (at ERROR; repeats within the window at DEBUG).
+        Where the lines go (at ``level``; repeats within the window at DEBUG).
     window_s : float
         Seconds during which the same cause is not said again, only counted.
     clock : callable
         Monotonic seconds; injectable for tests.
+    level : int
+        The level of the lines that are said (``logging.ERROR`` by default).
+    counted : str
+        What the repeats are, in "(and 3 more failed calls since)".
     """
 
     def __init__(
-        self, logger: logging.Logger, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic
+        self,
+        logger: logging.Logger,
+        window_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        level: int = logging.ERROR,
+        counted: str = "failed calls",
     ) -> None:
         self._logger = logger
+        self._level = level
+        self._counted = counted
         self._window_s = window_s
         self._clock = clock
         self._last: dict[str, tuple[float, int]] = {}  # cause -> (when said, calls failed since)
@@ -49,6 +60,11 @@ class OncePerCause:
 
     def error(self, operation: str, path: str, message: str) -> None:
         """Say that ``operation`` on ``path`` failed with ``message``, unless said moments ago."""
+        self.say(f"{operation} {path}", message)
+
+    def say(self, what: str, message: str) -> None:
+        """Say ``what: message`` unless the cause (``message`` without a leading UID) was said
+        within the window; then it is only counted (and logged at DEBUG)."""
         cause = cause_of(message)
         now = self._clock()
         with self._lock:
@@ -62,8 +78,10 @@ class OncePerCause:
                 self._last[cause] = (now, 0)
                 quiet = False
         if quiet:
-            self._logger.debug("%s %s: %s", operation, path, message)
+            self._logger.debug("%s: %s", what, message)
         elif since:
-            self._logger.error("%s %s: %s (and %d more failed calls since)", operation, path, message, since)
+            self._logger.log(
+                self._level, "%s: %s (and %d more %s since)", what, message, since, self._counted
+            )
         else:
-            self._logger.error("%s %s: %s", operation, path, message)
+            self._logger.log(self._level, "%s: %s", what, message)

@@ -1,0 +1,155 @@
+"""The C-FIND checks of ``dicomfs echo``: a root query, and one instance found level by level.
+
+The root of a production PACS may hold a million entries; one match proves the query works, so
+each C-FIND here is cancelled after its first match (C-CANCEL, PS3.4 C.4.1.2.3). The instance
+found walking down from that match is what the return path check asks a C-MOVE of.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from dicomfs.dimse import statuses
+from dicomfs.dimse.checkstep import EchoTarget, Step, accepts, failed, no_response
+from dicomfs.dimse.explain import Explanation
+from dicomfs.dimse.progress import MESSAGE_ID
+from dicomfs.dimse.qrmodels import LEVELS, MODELS, ROOT_NAME, UNIQUE_KEY
+from dicomfs.dimse.queries import identifier
+
+
+def find_root(assoc: Any, target: EchoTarget) -> tuple[Dataset | None, Step]:
+    """The "find" step: a C-FIND at the root level of ``target.model``, cancelled after one match.
+
+    Parameters
+    ----------
+    assoc : pynetdicom Association
+        Established with the PACS (Q/R C-FIND contexts of both models proposed).
+    target : EchoTarget
+        ``model``, ``timeout`` and ``calling_aet`` (for the explanations).
+
+    Returns
+    -------
+    tuple
+        (the first match, or None when there is none or the step failed; the step). A PACS that
+        accepts only the other model's C-FIND is told apart: the hint names ``model=``.
+    """
+    model = target.model
+    uid = MODELS[model]["find"]
+    level = LEVELS[model][0]
+    other = "patient" if model == "study" else "study"
+    if not accepts(assoc, uid):
+        hint = f"set model={other}" if accepts(assoc, MODELS[other]["find"]) else "ask for Q/R C-FIND"
+        return None, Step(
+            "find", False, f"the PACS does not accept C-FIND in the {ROOT_NAME[model]} model", hint
+        )
+    query = find_query(level, {})
+    started = time.monotonic()
+    try:
+        match, error = first_match(assoc, uid, query, target)
+    except RuntimeError:  # pynetdicom: the association is gone
+        return None, failed("find", no_response("C-FIND", assoc, started, target))
+    if error is not None:
+        return None, failed("find", error)
+    what = f"{ROOT_NAME[model]} {level}-level C-FIND"
+    if match is None:
+        return None, Step("find", True, f"{what}: no matches (the PACS holds nothing we may see)")
+    name = str(match.get("PatientName", "") or "") or str(match.get("PatientID", "") or "")
+    return match, Step("find", True, f"{what}: answered (first match: {name or 'unnamed'})")
+
+
+def first_match(
+    assoc: Any, uid: str, query: Dataset, target: EchoTarget
+) -> tuple[Dataset | None, Explanation | None]:
+    """The first match of a C-FIND, then C-CANCEL (PS3.4 C.4.1.2.3).
+
+    Parameters
+    ----------
+    assoc : pynetdicom Association
+        With an accepted presentation context for ``uid``.
+    uid : str
+        The C-FIND SOP Class UID (the model).
+    query : Dataset
+        The identifier.
+    target : EchoTarget
+        ``timeout`` and ``calling_aet`` (for the explanation of a missing response).
+
+    Returns
+    -------
+    tuple
+        (the first match or None, None) when the PACS answered; (None, cause and fix) when it
+        gave no response or a failure status.
+
+    Raises
+    ------
+    RuntimeError
+        From pynetdicom, when the association is gone.
+    """
+    context_id = next(cx.context_id for cx in assoc.accepted_contexts if cx.abstract_syntax == uid)
+    first: Dataset | None = None
+    started = time.monotonic()
+    for status, found in assoc.send_c_find(query, uid, msg_id=MESSAGE_ID):
+        code = getattr(status, "Status", None)
+        if code is None:
+            return None, no_response("C-FIND", assoc, started, target)
+        if statuses.is_pending(int(code)):
+            if first is None and found is not None:
+                first = found
+                assoc.send_c_cancel(MESSAGE_ID, context_id)
+            continue
+        if int(code) in (statuses.SUCCESS, statuses.CANCEL) or first is not None:
+            return first, None
+        return None, Explanation(
+            f"C-FIND answered with status 0x{int(code):04X}",
+            "the PACS refuses this query: check its log, or try model=patient / model=study",
+        )
+    return first, None
+
+
+def one_instance(assoc: Any, match: Dataset | None, target: EchoTarget) -> dict[str, str] | None:
+    """Unique keys of one instance, walking down from the root match (first match per level).
+
+    Parameters
+    ----------
+    assoc : pynetdicom Association
+        Where :func:`find_root` found ``match``.
+    match : Dataset or None
+        The root-level match; None gives None.
+    target : EchoTarget
+        ``model`` (its levels), ``timeout`` and ``calling_aet``.
+
+    Returns
+    -------
+    dict of str to str, or None
+        Keyword -> value of each level's unique key, root to IMAGE; None when a level has no
+        match or its C-FIND failed.
+    """
+    model = target.model
+    uid = MODELS[model]["find"]
+    levels = LEVELS[model]
+    if match is None:
+        return None
+    keys = {UNIQUE_KEY[levels[0]]: str(match.get(UNIQUE_KEY[levels[0]], "") or "")}
+    for level in levels[1:]:
+        found, error = first_match(assoc, uid, find_query(level, keys), target)
+        if error is not None or found is None:
+            return None
+        keys[UNIQUE_KEY[level]] = str(found.get(UNIQUE_KEY[level], "") or "")
+    return keys
+
+
+def find_query(level: str, keys: dict[str, str]) -> Dataset:
+    """A C-FIND identifier at ``level`` below ``keys`` (the unique keys of the levels above).
+
+    It asks for the level's unique key, and at PATIENT and STUDY level for the Patient's Name
+    and ID (what the "find" step shows of its first match).
+    """
+    query = identifier(level, **keys)
+    setattr(query, UNIQUE_KEY[level], "")
+    if level in ("PATIENT", "STUDY"):
+        query.PatientName = ""
+        if "PatientID" not in query:
+            query.PatientID = ""
+    return query

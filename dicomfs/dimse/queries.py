@@ -1,0 +1,193 @@
+"""C-FIND identifiers per level and Q/R information model, and their matches as text rows.
+
+The only place that builds query identifiers (PS3.4 C.4.1.1.3.1) and knows the Patient Root model
+from the Study Root one (PS3.4 C.6.1, C.6.2). It implements :class:`dicomfs.core.ports.QueryService`
+over :meth:`PacsClient.find`. Only what a listing shows, and what tells parents and persons apart,
+is asked for: Orthanc opens every file for non-indexed IMAGE-level keys (issue #3).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from pydicom.dataset import Dataset
+
+from dicomfs.core.errors import QueryRefused
+from dicomfs.core.rows import RAW_PATIENT_ID, Row
+from dicomfs.dimse import decode
+from dicomfs.dimse.client import PacsClient
+
+LOGGER = logging.getLogger(__name__)
+
+#: ``PacsClient.model`` of the Patient Root model (the other is Study Root, "study").
+PATIENT_ROOT = "patient"
+
+
+def identifier(level: str, **keys: str) -> Dataset:
+    """A C-FIND identifier at ``level`` (PS3.4 C.4.1.1.3.1) with the given keys.
+
+    Parameters
+    ----------
+    level : str
+        QueryRetrieveLevel: ``PATIENT``, ``STUDY``, ``SERIES`` or ``IMAGE``.
+    **keys : str
+        Keyword -> value: a value matches (PS3.4 C.2.2.2), ``""`` asks for the key's value back.
+    """
+    found = Dataset()
+    found.QueryRetrieveLevel = level
+    for keyword, value in keys.items():
+        setattr(found, keyword, value)
+    return found
+
+
+def read_rows(matches: Sequence[Dataset], asked: Dataset) -> list[Row]:
+    """The text of every key the query asked for (and the level), of every match.
+
+    A Patient ID also keeps its value as sent (:data:`~dicomfs.core.rows.RAW_PATIENT_ID`): a PACS
+    that stored ``" SP"`` matches a query for ``" SP"``, not for the ``"SP"`` the name shows.
+
+    Parameters
+    ----------
+    matches : Sequence[Dataset]
+        The identifiers of the C-FIND's Pending responses.
+    asked : Dataset
+        The request's identifier: its keywords are the keys of every row.
+
+    Returns
+    -------
+    list[Row]
+        One row per match, in order; a key the match lacks is ``""``.
+    """
+    keywords = ["QueryRetrieveLevel", *(elem.keyword for elem in asked if elem.keyword)]
+    rows = []
+    for match in matches:
+        row = {keyword: decode.text_of(match, keyword) for keyword in keywords}
+        if "PatientID" in row:
+            row[RAW_PATIENT_ID] = _raw_text(match, "PatientID") or row["PatientID"]
+        rows.append(row)
+    return rows
+
+
+def _raw_text(match: Dataset, keyword: str) -> str:
+    """The value as sent, without its trailing padding only ('' when it is not plain ASCII)."""
+    element = match.get_item(keyword)
+    value = getattr(element, "value", None)
+    if isinstance(value, bytes) and value.isascii() and b"\\" not in value and b"\x1b" not in value:
+        return value.decode("ascii").rstrip(" \x00")
+    if isinstance(value, str) and "\\" not in value:
+        return value.rstrip(" \x00")
+    return ""
+
+
+class DimseQueries:
+    """Level queries over C-FIND in the mount's Q/R model (``QueryService``).
+
+    Parameters
+    ----------
+    client : PacsClient
+        Associations to the PACS; ``client.model`` is the mount's model (``patient`` or ``study``).
+
+    Thread-safe: the one piece of state, whether Patient Root PATIENT-level queries are answered,
+    is learned once and only ever set to the same value by racing threads.
+    """
+
+    def __init__(self, client: PacsClient) -> None:
+        self._client = client
+        # Whether the PACS answers Patient Root PATIENT-level queries (None: not tried yet).
+        self._patient_root: bool | None = None
+
+    @property
+    def down_reason(self) -> str | None:
+        """Why the PACS is known to be unreachable (``PacsHealth``), or None."""
+        return self._client.health.down_reason
+
+    def _find(self, query: Dataset, model_name: str = "") -> list[Row]:
+        return read_rows(self._client.find(query, model_name), query)
+
+    def patients(self) -> list[Row] | None:
+        """Patient Root PATIENT-level rows where the PACS accepts such a query (half the rows of
+        a study-level query, and fewer keys); None where it does not (learned once, logged once).
+
+        Raises
+        ------
+        QueryRefused
+            When the mount's model is Patient Root and the PACS refuses it.
+        PacsError
+            When the PACS cannot be reached.
+        """
+        if self._patient_root is False:
+            return None
+        query = identifier(
+            "PATIENT", PatientID="", IssuerOfPatientID="", PatientName="", NumberOfPatientRelatedStudies=""
+        )
+        try:
+            rows = self._find(query, PATIENT_ROOT)
+        except QueryRefused as exc:
+            if self._client.model == PATIENT_ROOT:
+                raise
+            LOGGER.info("patients come from studies: %s", exc)
+            self._patient_root = False
+            return None
+        self._patient_root = True
+        return rows
+
+    def studies(self, patient_id: str) -> list[Row]:
+        """STUDY-level rows of one Patient ID (``""``: universal matching, every study)."""
+        return self._find(
+            identifier(
+                "STUDY",
+                StudyInstanceUID="",
+                NumberOfStudyRelatedSeries="",
+                StudyDate="",
+                StudyTime="",
+                StudyDescription="",
+                AccessionNumber="",
+                PatientID=patient_id,
+                PatientName="",
+                IssuerOfPatientID="",
+            )
+        )
+
+    def _patient_key(self, patient_id: str) -> str:
+        """PatientID's value below the STUDY level: a matching key in Patient Root, where it is the
+        patient's unique key (PS3.4 C.6.1.2); in Study Root a return key only, so that a study or
+        series filed under two patients shows each only its own rows (PatientID is indexed by
+        every PACS)."""
+        return patient_id if self._client.model == PATIENT_ROOT else ""
+
+    def series(self, patient_id: str, study_uid: str) -> list[Row]:
+        """SERIES-level rows of one study, with the keys that say whose series each is: one
+        Patient ID and one study may hold two persons' series (issue #7)."""
+        return self._find(
+            identifier(
+                "SERIES",
+                StudyInstanceUID=study_uid,
+                SeriesInstanceUID="",
+                SeriesNumber="",
+                Modality="",
+                SeriesDescription="",
+                NumberOfSeriesRelatedInstances="",
+                PatientID=self._patient_key(patient_id),
+                IssuerOfPatientID="",
+                PatientName="",
+            )
+        )
+
+    def instances(self, patient_id: str, study_uid: str, series_uid: str, *, with_issuer: bool) -> list[Row]:
+        """IMAGE-level rows of one series: SOPInstanceUID, InstanceNumber and whose they are.
+
+        PatientName only (indexed by PACSes; the issuer may cost a file read per instance), and
+        IssuerOfPatientID too with ``with_issuer`` (a Patient ID known to be shared).
+        """
+        keys = {
+            "StudyInstanceUID": study_uid,
+            "SeriesInstanceUID": series_uid,
+            "SOPInstanceUID": "",
+            "InstanceNumber": "",
+            "PatientID": self._patient_key(patient_id),
+            "PatientName": "",
+        }
+        if with_issuer:
+            keys["IssuerOfPatientID"] = ""
+        return self._find(identifier("IMAGE", **keys))

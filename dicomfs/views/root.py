@@ -1,0 +1,98 @@
+"""The mount's root: views composed by top-level name, as ratarmount composes its subvolumes.
+
+One view is the default and fills the root itself (the patient hierarchy, so ``/`` lists
+patients as it always has); every other view appears as a directory of its own at the root
+(``/by-date``, ``/by-uid`` later). A mounted view's name hides a default entry of the same name.
+The default view's nodes pass through untouched; a mounted view's nodes carry their view in their
+``ref`` (:class:`_Mounted`), so every call finds its way back to the view that made the node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+
+from dicomfs.views.node import Namespace, Node
+
+
+@dataclass(frozen=True)
+class _Mounted:
+    """The ref of a mounted view's node: the view, and the node as the view made it."""
+
+    view: Namespace
+    node: Node
+
+
+#: The ref of the root node itself.
+_ROOT = object()
+
+
+class Root:
+    """A :class:`~dicomfs.views.node.Namespace` of namespaces, by top-level name.
+
+    Parameters
+    ----------
+    default : Namespace
+        Fills the root: a path whose first part is no mounted view's name is the default view's.
+    mounts : Mapping[str, Namespace]
+        Top-level directory name -> the view shown below it (safe file names, no ``/``).
+    """
+
+    def __init__(self, default: Namespace, mounts: Mapping[str, Namespace] = MappingProxyType({})) -> None:
+        self._default = default
+        self._mounts = dict(mounts)
+        self.mount_time = default.mount_time
+
+    def lookup(self, path: str) -> Node:
+        """The node at ``path``: the root, a mounted view's node, or the default view's."""
+        parts = [part for part in path.split("/") if part]
+        if not parts:
+            return Node("", True, self.mount_time, ref=_ROOT)
+        view = self._mounts.get(parts[0])
+        if view is None:
+            return self._default.lookup(path)
+        node = view.lookup("/" + "/".join(parts[1:]))
+        if len(parts) == 1:  # the view's own root, shown under its name
+            node = replace(node, name=parts[0])
+        return _wrap(view, node)
+
+    def children(self, node: Node) -> Sequence[Node]:
+        """A directory's entries, sorted by name (the root: the default's, then mounted views')."""
+        if node.ref is _ROOT:
+            hidden = self._mounts.keys()
+            entries = [
+                child
+                for child in self._default.children(self._default.lookup("/"))
+                if child.name not in hidden
+            ]
+            entries += [self.lookup(name) for name in self._mounts]
+            return sorted(entries, key=lambda child: child.name)
+        if isinstance(node.ref, _Mounted):
+            view = node.ref.view
+            return [_wrap(view, child) for child in view.children(node.ref.node)]
+        return self._default.children(node)
+
+    def cached_size(self, node: Node) -> int | None:
+        """As the node's own view answers it."""
+        view, own = self._owner(node)
+        return view.cached_size(own)
+
+    def size(self, node: Node) -> int:
+        """As the node's own view answers it."""
+        view, own = self._owner(node)
+        return view.size(own)
+
+    def open(self, node: Node) -> int:
+        """As the node's own view answers it."""
+        view, own = self._owner(node)
+        return view.open(own)
+
+    def _owner(self, node: Node) -> tuple[Namespace, Node]:
+        if isinstance(node.ref, _Mounted):
+            return node.ref.view, node.ref.node
+        return self._default, node
+
+
+def _wrap(view: Namespace, node: Node) -> Node:
+    return replace(node, ref=_Mounted(view, node))
