@@ -15,6 +15,7 @@ from dicomfs.core.catalog import Catalog
 from dicomfs.core.instances import Instances
 from dicomfs.core.retrieval import RetrievalScheduler
 from dicomfs.core.store import InstanceStore, ListingCache
+from dicomfs.core.walkguard import WalkGuard
 from dicomfs.dimse import patches, spool
 from dicomfs.dimse.admission import ExpectedOnly
 from dicomfs.dimse.client import PacsAddress, PacsClient
@@ -139,7 +140,16 @@ class MountServices:
         )
         self.catalog.start_prefetching()
         self._started.append(self.catalog.stop_prefetching)
-        self.namespace = Root(PatientHierarchy(self.catalog, Instances(self.store, self.scheduler)))
+        self.namespace = Root(
+            PatientHierarchy(
+                self.catalog,
+                Instances(
+                    self.store,
+                    self.scheduler,
+                    WalkGuard(opts.statseries if opts.sizes == "guarded" else None),
+                ),
+            )
+        )
         LOGGER.info("mounted %s at %s (retrieve=%s)", prefix, opts.mountpoint, opts.retrieve)
         # FUSE init() runs once the kernel has mounted us: a Type=notify unit is ready now.
         notify.notify(notify.READY, f"STATUS=serving {prefix} at {opts.mountpoint}")
