@@ -261,11 +261,9 @@ def judge(
         failure status although every wanted instance is there.
     """
     if outcome.status == statuses.MOVE_DESTINATION_UNKNOWN:
-        return (
-            f"status 0x{outcome.status:04X}: the PACS does not know {destination!r} as a move destination, "
-            "or could not connect to our storage SCP (localport, firewall, TLS)",
-            None,
-        )
+        why = explain_move_status(outcome.status, completed=outcome.completed, destination=destination)
+        if why is not None:  # one wording of the cause and its fix (dimse.explain)
+            return why.line(), None
     if outcome.status == statuses.SUCCESS and not (outcome.failed or outcome.warning or missing):
         return None, None
     message = (
