@@ -84,15 +84,14 @@ def test_status_shows_a_retrieval_in_flight_with_its_progress(mount: Mount, brok
         assert flight["series_uid"] == SERIES[0].uid
         assert flight["instances_expected"] == len(UIDS_A)
         text = run(*dicomfs_command("status", str(mount.mountpoint))).stdout
+        # The one instance that has landed is the only one cached: its bytes are the job's.
+        stats = cache_stats(Path(report["cachedir"]))
         assert reader.poll() is None, "the reader ended: the summary may show another state"
     finally:
         broken.behaviour = Behaviour.NORMAL  # wake the peer: the reader ends either way
         reader.wait(timeout=2 * TIMEOUT_S)
         reader.stderr.close()  # type: ignore[union-attr]
-    # The one instance that has landed is the only one cached: its bytes are the job's.
-    stats = cache_stats(Path(report["cachedir"]))
-    assert stats["instances"] >= 1
-    assert flight["bytes_done"] > 0
+    assert (stats["instances"], stats["instance_bytes"]) == (1, flight["bytes_done"]), (stats, flight)
     assert "retrievals   1 in flight" in text, text
     assert f"series {SERIES[0].uid}: 1/{len(UIDS_A)} instances" in text, text
     assert f"{report['pacs']}, retrieve=get" in text, text
