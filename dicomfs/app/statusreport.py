@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from dicomfs import __version__
@@ -38,10 +39,11 @@ def iso_time(stamp: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(stamp))
 
 
+@dataclass(frozen=True)
 class StatusReport:
     """Gathers the report; ``report()`` is the callable ``views.control.ControlView`` takes.
 
-    Parameters
+    Attributes
     ----------
     opts : MountOptions
         The mount's options (PACS, retrieval mode, cachedir, cachesize).
@@ -57,31 +59,21 @@ class StatusReport:
         Why the PACS is unreachable now, or None while it answers.
     """
 
-    def __init__(
-        self,
-        opts: MountOptions,
-        *,
-        usage: Callable[[], tuple[int, int]],
-        opens: OpenCounts,
-        in_flight: Callable[[], list[InFlight]],
-        problems: Callable[[], list[LoggedProblem]],
-        pacs_down: Callable[[], str | None],
-    ) -> None:
-        self._opts = opts
-        self._usage = usage
-        self._opens = opens
-        self._in_flight = in_flight
-        self._problems = problems
-        self._pacs_down = pacs_down
-        self._started = time.time()
-        self._started_monotonic = time.monotonic()
+    opts: MountOptions
+    usage: Callable[[], tuple[int, int]]
+    opens: OpenCounts
+    in_flight: Callable[[], list[InFlight]]
+    problems: Callable[[], list[LoggedProblem]]
+    pacs_down: Callable[[], str | None]
+    started: float = field(default_factory=time.time)
+    started_monotonic: float = field(default_factory=time.monotonic)
 
     def report(self) -> dict[str, object]:
         """The report as a JSON-serialisable mapping (keys documented in the README, "Status")."""
-        opts = self._opts
-        used, limit = self._usage()
-        hits, misses = self._opens.hits, self._opens.misses
-        flights = self._in_flight()
+        opts = self.opts
+        used, limit = self.usage()
+        hits, misses = self.opens.hits, self.opens.misses
+        flights = self.in_flight()
         return {
             "report_version": REPORT_VERSION,
             "dicomfs": __version__,
@@ -91,7 +83,7 @@ class StatusReport:
             "profile": opts.profile or None,
             "calling_aet": opts.aet,
             "retrieve": opts.retrieve,
-            "pacs_unreachable": self._pacs_down(),
+            "pacs_unreachable": self.pacs_down(),
             "cachedir": opts.cachedir,
             "cache_used_bytes": used,
             "cache_limit_bytes": limit,
@@ -111,9 +103,9 @@ class StatusReport:
             ],
             "last_errors": [
                 {"time": iso_time(problem.time), "level": problem.level, "message": problem.message}
-                for problem in self._problems()
+                for problem in self.problems()
             ],
-            "started": iso_time(self._started),
-            "uptime_s": round(time.monotonic() - self._started_monotonic, 1),
+            "started": iso_time(self.started),
+            "uptime_s": round(time.monotonic() - self.started_monotonic, 1),
             "now": iso_time(time.time()),
         }
