@@ -13,6 +13,7 @@ if [ "$extras" = "test" ]; then
   command -v dcmqrscp >/dev/null 2>&1 || need+=(dcmtk)
   command -v ss >/dev/null 2>&1 || need+=(iproute2)
   command -v openssl >/dev/null 2>&1 || need+=(openssl)
+  command -v rsync >/dev/null 2>&1 || need+=(rsync)  # byte-exact copies with rsync are tested
 fi
 if [ "${#need[@]}" -gt 0 ]; then
   sudo=""

@@ -34,10 +34,10 @@ class _Flat:
     def cached_size(self, node: Node) -> int | None:
         return None
 
-    def size(self, node: Node) -> int:
+    def size(self, node: Node, *, walker: int = 0) -> int:
         raise NotFound(node.name)
 
-    def open(self, node: Node) -> int:
+    def open(self, node: Node, *, reader: int = 0) -> int:
         raise NotFound(node.name)
 
 

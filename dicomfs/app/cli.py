@@ -75,7 +75,9 @@ def mount_source(opts: MountOptions) -> str:
 
 def fuse_kwargs(opts: MountOptions, libfuse_major: int = 3) -> dict[str, object]:
     """libfuse options for this mount (``libfuse_major``: of the libfuse mfusepy loaded)."""
-    # Listings are cached for `ttl` anyway; let the kernel keep attributes for a while too.
+    # Listings are cached for `ttl` anyway; let the kernel keep attributes for a while too. Not
+    # with sizes=guarded: a file's estimated size must be asked again before it is read past
+    # (Linux fuse_cache_read_iter refreshes i_size only once the attributes have timed out).
     attr_timeout = min(opts.ttl, 60.0)
     kwargs: dict[str, object] = {
         "foreground": opts.foreground or opts.debug,
@@ -84,7 +86,7 @@ def fuse_kwargs(opts: MountOptions, libfuse_major: int = 3) -> dict[str, object]
         "ro": True,
         # A SOP instance never changes, so the page cache may keep file contents across opens.
         "kernel_cache": True,
-        "attr_timeout": attr_timeout,
+        "attr_timeout": 0.0 if opts.sizes == "guarded" else attr_timeout,
         "entry_timeout": attr_timeout,
         "subtype": "dicomfs",  # the type is fuse.dicomfs, as in fstab
     }

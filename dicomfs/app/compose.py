@@ -17,6 +17,7 @@ from dicomfs.core.instances import Instances
 from dicomfs.core.recentlog import RecentProblems
 from dicomfs.core.retrieval import RetrievalScheduler
 from dicomfs.core.store import InstanceStore, ListingCache
+from dicomfs.core.walkguard import WalkGuard
 from dicomfs.dimse import patches, spool
 from dicomfs.dimse.admission import ExpectedOnly
 from dicomfs.dimse.client import PacsAddress, PacsClient
@@ -146,7 +147,9 @@ class MountServices:
         )
         self.catalog.start_prefetching()
         self._started.append(self.catalog.stop_prefetching)
-        instances = Instances(self.store, self.scheduler)
+        instances = Instances(
+            self.store, self.scheduler, WalkGuard(opts.statseries if opts.sizes == "guarded" else None)
+        )
         hierarchy = PatientHierarchy(self.catalog, instances)
         status = StatusReport(
             opts,

@@ -126,6 +126,19 @@ OPTIONS: tuple[Option, ...] = (
         1,
         "associations one large series is split over (helps on slow links; 1 is fastest on a LAN)",
     ),
+    Option(
+        "sizes",
+        choice("guarded", "exact"),
+        "guarded",
+        "guarded: a program that stats files without reading them (du, tree, an indexer) retrieves at "
+        "most statseries series, then sees estimated sizes; exact: every stat retrieves",
+    ),
+    Option(
+        "statseries",
+        int_range(0, 100_000),
+        3,
+        "sizes=guarded: series one program may retrieve by stat alone, until it opens a file",
+    ),
     Option("tls", BOOL, False, "speak DICOM over TLS (needs tlscert and tlskey)"),
     Option("tlscert", PATH, "", "TLS client certificate (PEM)", shown_default="none"),
     Option("tlskey", PATH, "", "TLS private key (PEM)", shown_default="none"),
@@ -203,6 +216,8 @@ class MountOptions:
     model: str = _default("model")
     maxassoc: int = _default("maxassoc")
     parallel: int = _default("parallel")
+    sizes: str = _default("sizes")
+    statseries: int = _default("statseries")
     tls: bool = _default("tls")
     tlscert: str = _default("tlscert")
     tlskey: str = _default("tlskey")

@@ -17,6 +17,7 @@ from typing import Protocol
 from dicomfs.core.errors import PacsError
 from dicomfs.core.model import InstanceKey, SeriesRef
 from dicomfs.core.store import InstanceStore
+from dicomfs.core.walkguard import WalkGuard
 
 LOGGER = logging.getLogger(__name__)
 
@@ -31,6 +32,10 @@ class SeriesFetcher(Protocol):
         """Wait until ``sop_uid`` is cached and return its size in bytes; raises RetrievalFailed."""
         ...
 
+    def busy(self, ref: SeriesRef) -> bool:
+        """Whether the series is being retrieved now."""
+        ...
+
 
 class Instances:
     """Size and open of instance files: "cached, else retrieve".
@@ -41,11 +46,17 @@ class Instances:
         The instance cache.
     retrieval : SeriesFetcher
         Retrieves what is not cached (``RetrievalScheduler.fetch``).
+    walks : WalkGuard, optional
+        Keeps programs that stat without reading from retrieving the archive (``sizes=guarded``);
+        None retrieves for every size asked (``sizes=exact``).
     """
 
-    def __init__(self, store: InstanceStore, retrieval: SeriesFetcher) -> None:
+    def __init__(
+        self, store: InstanceStore, retrieval: SeriesFetcher, walks: WalkGuard | None = None
+    ) -> None:
         self._store = store
         self._retrieval = retrieval
+        self._walks = walks or WalkGuard(None)
         # Opens answered from the cache, and opens that needed a retrieval (``dicomfs status``).
         self.hits = 0
         self.misses = 0
@@ -55,8 +66,9 @@ class Instances:
         """The instance's size in bytes if it is cached, else None; never retrieves."""
         return self._store.size_of(key)
 
-    def size(self, key: InstanceKey, members: SeriesMembers) -> int:
-        """The instance's exact size in bytes: from the cache, or by retrieving its series.
+    def size(self, key: InstanceKey, members: SeriesMembers, *, walker: int = 0) -> int:
+        """The instance's size in bytes: from the cache, or by retrieving its series; for a
+        program walking the tree past its budget, an estimate (``dicomfs.core.walkguard``).
 
         Parameters
         ----------
@@ -64,6 +76,9 @@ class Instances:
             The instance.
         members : SeriesMembers
             The SOP Instance UIDs of its series (its listing), called only when retrieving.
+        walker : int
+            The process asking for the size alone (a ``stat``, not of an open file); 0 for a
+            reader, which always gets the exact size.
 
         Raises
         ------
@@ -75,9 +90,13 @@ class Instances:
         size = self._store.size_of(key)
         if size is not None:
             return size
+        if walker and not self._walks.may_retrieve(
+            walker, key.series, busy=self._retrieval.busy(SeriesRef(*key.series))
+        ):
+            return self._walks.estimate(key.series)
         return self._fetch(key, members)
 
-    def open(self, key: InstanceKey, members: SeriesMembers) -> int:
+    def open(self, key: InstanceKey, members: SeriesMembers, *, reader: int = 0) -> int:
         """An OS file descriptor (read-only; the caller closes it) on the cached instance,
         retrieving its series first if needed.
 
@@ -89,6 +108,7 @@ class Instances:
             The instance left the cache again before it could be opened, twice (``cachesize``
             smaller than what is being read at once).
         """
+        self._walks.opened(reader)  # it reads what it stats: its walk budget is whole again
         fd = self._store.open(key)
         self._count(hit=fd is not None)
         if fd is not None:
@@ -109,4 +129,6 @@ class Instances:
 
     def _fetch(self, key: InstanceKey, members: SeriesMembers) -> int:
         ref = SeriesRef(*key.series)
-        return self._retrieval.fetch(ref, key.sop_uid, members() or [key.sop_uid])
+        size = self._retrieval.fetch(ref, key.sop_uid, members() or [key.sop_uid])
+        self._walks.landed(key.series, size)
+        return size

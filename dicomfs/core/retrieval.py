@@ -170,6 +170,11 @@ class RetrievalScheduler:
 
     # -- for readers ---------------------------------------------------------------------------
 
+    def busy(self, ref: SeriesRef) -> bool:
+        """Whether ``ref`` is being retrieved now (waiting for it costs the PACS nothing more)."""
+        with self._lock:
+            return ref in self._jobs
+
     def fetch(self, ref: SeriesRef, sop_uid: str, series_sop_uids: Sequence[str]) -> int:
         """Make sure an instance is cached, retrieving its series if need be; its size.
 

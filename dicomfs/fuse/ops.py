@@ -19,6 +19,7 @@ import mfusepy
 
 from dicomfs.core.errorlog import OncePerCause
 from dicomfs.core.errors import FailedFast, NotFound, PacsError, RetrievalFailed, StorageFull
+from dicomfs.fuse.caller import caller_process
 from dicomfs.fuse.fdreply import reply_with_fd
 from dicomfs.fuse.lookups import SeenPaths, ask_parallel_dirops, libfuse_version
 from dicomfs.fuse.modes import Ownership
@@ -180,7 +181,8 @@ class DicomFS(mfusepy.Operations):
             if not self.lookups_wait and fh is None and self._seen.first_sight(path):
                 # A LOOKUP: answered at once; the kernel asks again before anyone sees this size.
                 return self._stat(node, 0)
-            size = namespace.size(node)
+            # A stat of a closed file: the caller may be walking the tree (du, an indexer).
+            size = namespace.size(node, walker=caller_process() if fh is None else 0)
         elif not self.lookups_wait:
             self._seen.first_sight(path)
         return self._stat(node, size)
@@ -213,7 +215,7 @@ class DicomFS(mfusepy.Operations):
         node = self._resolve(path)
         if node.is_dir:
             raise mfusepy.FuseOSError(errno.EISDIR)
-        fd = self._services.namespace.open(node)
+        fd = self._services.namespace.open(node, reader=caller_process())
         if node.volatile:
             self.direct_io_fds.add(fd)
         return fd

@@ -84,11 +84,11 @@ class ControlView:
         """``STATUS_SIZE``: fixed, nothing to retrieve."""
         return STATUS_SIZE
 
-    def size(self, node: Node) -> int:
+    def size(self, node: Node, *, walker: int = 0) -> int:
         """``STATUS_SIZE``."""
         return STATUS_SIZE
 
-    def open(self, node: Node) -> int:
+    def open(self, node: Node, *, reader: int = 0) -> int:
         """A read-only file descriptor on a fresh snapshot (an anonymous memory file).
 
         Raises

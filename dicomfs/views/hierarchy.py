@@ -171,13 +171,13 @@ class PatientHierarchy:
         """The file's size in bytes if its instance is cached, else None (never retrieves)."""
         return self._instances.cached_size(_instance_of(node))
 
-    def size(self, node: Node) -> int:
-        """The file's exact size in bytes, retrieving its series first if needed."""
-        return self._instances.size(_instance_of(node), lambda: self._series_members(node))
+    def size(self, node: Node, *, walker: int = 0) -> int:
+        """The file's size in bytes, retrieving its series first if needed (see Namespace.size)."""
+        return self._instances.size(_instance_of(node), lambda: self._series_members(node), walker=walker)
 
-    def open(self, node: Node) -> int:
+    def open(self, node: Node, *, reader: int = 0) -> int:
         """An OS file descriptor (read-only, the caller's) on the file's cached instance."""
-        return self._instances.open(_instance_of(node), lambda: self._series_members(node))
+        return self._instances.open(_instance_of(node), lambda: self._series_members(node), reader=reader)
 
     def _series_members(self, node: Node) -> list[str]:
         """The SOP Instance UIDs of the file's series, from its cached listing (stale is fine)."""

@@ -69,10 +69,16 @@ class Namespace(Protocol):
         """A file node's exact size in bytes if its instance is cached, else None (never retrieves)."""
         ...
 
-    def size(self, node: Node) -> int:
-        """A file node's exact size in bytes, retrieving its series first if needed."""
+    def size(self, node: Node, *, walker: int = 0) -> int:
+        """A file node's size in bytes, retrieving its series first if needed.
+
+        ``walker``: the process that asks for the size alone (a ``stat``), which may get an
+        estimate once it has retrieved enough without reading (``dicomfs.core.walkguard``); 0
+        (a reader) always gets the exact size.
+        """
         ...
 
-    def open(self, node: Node) -> int:
-        """An OS file descriptor (read-only, owned by the caller) on a file node's cached instance."""
+    def open(self, node: Node, *, reader: int = 0) -> int:
+        """An OS file descriptor (read-only, owned by the caller) on a file node's cached instance;
+        ``reader``: the process opening it (0 when unknown)."""
         ...

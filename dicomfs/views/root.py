@@ -87,15 +87,15 @@ class Root:
         view, own = self._owner(node)
         return view.cached_size(own)
 
-    def size(self, node: Node) -> int:
+    def size(self, node: Node, *, walker: int = 0) -> int:
         """As the node's own view answers it."""
         view, own = self._owner(node)
-        return view.size(own)
+        return view.size(own, walker=walker)
 
-    def open(self, node: Node) -> int:
+    def open(self, node: Node, *, reader: int = 0) -> int:
         """As the node's own view answers it."""
         view, own = self._owner(node)
-        return view.open(own)
+        return view.open(own, reader=reader)
 
     def _owner(self, node: Node) -> tuple[Namespace, Node]:
         if isinstance(node.ref, _Mounted):
