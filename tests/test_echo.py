@@ -460,11 +460,11 @@ def test_plain_echo_against_a_tls_pacs_suggests_tls(
 
 
 def failed_reads(mountpoint: Path) -> int:
-    """Stat every file below ``mountpoint``; how many failed (EIO is what a PACS refusal gives)."""
+    """Read every file below ``mountpoint``; how many failed (EIO is what a PACS refusal gives)."""
     failures = 0
     for path in mountpoint.rglob("*.dcm"):
         try:
-            path.stat()
+            path.read_bytes()
         except OSError:
             failures += 1
     return failures

@@ -95,6 +95,7 @@ class _Receiver:
 
     def __init__(self) -> None:
         self.sinks: dict[str, Any] = {}
+        self.stores_seen = 0  # as InstanceReceiver: C-STOREs that reached us
 
     def expect(self, series: Any, sop_uids: Any, sink: Any) -> None:
         self.sinks.update(dict.fromkeys(sop_uids, sink))

@@ -79,6 +79,7 @@ class MountServices:
         # pynetdicom's process-wide tuning, once, before any association of ours (importing
         # dicomfs patches nothing; the demo archive's SCP, started by a hook, shares the tuning).
         patches.install()
+        self._started.append(patches.uninstall)  # the last stop gives the process stock pynetdicom
         # The last warnings and errors, for the status file (dicomfs status).
         problems = RecentProblems()
         problems.install()
@@ -103,6 +104,7 @@ class MountServices:
         # pynetdicom spools every received data set to a file (patches: chunked receiving):
         # into our partial/ folder, on the cache's file system (dicomfs.dimse.spool).
         spool.install(self.store.partial_dir)
+        self._started.append(spool.uninstall)
         self._started.append(self.store.close)
         self.listings = ListingCache(opts.cachedir, opts.ttl)
         self._started.append(self.listings.close)

@@ -1,4 +1,4 @@
-"""Domain errors. Only ``fs.py`` turns them into errno values."""
+"""Domain errors. Only ``dicomfs.fuse.ops`` turns them into errno values."""
 
 from __future__ import annotations
 

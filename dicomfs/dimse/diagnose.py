@@ -35,14 +35,14 @@ from dicomfs.dimse.checkstep import EchoTarget, Step, accepts, failed, no_respon
 from dicomfs.dimse.explain import association_failure, explain_move_failure, explain_silent_peer
 from dicomfs.dimse.findprobe import find_root, one_instance
 from dicomfs.dimse.progress import MESSAGE_ID
-from dicomfs.dimse.qrmodels import MODELS, ROOT_NAME, VERIFICATION
+from dicomfs.dimse.qrmodels import MODELS, ROOT_NAME, VERIFICATION, QueryModel
 from dicomfs.dimse.reachability import connect, resolve
 from dicomfs.dimse.returnpath import ReturnPath, move_identifier, send_move_probe
 
 LOGGER = logging.getLogger(__name__)
 
 #: The models in the order their contexts are proposed (PS3.4 C.6.1, C.6.2), as always.
-_MODEL_ORDER = ("patient", "study")
+_MODEL_ORDER = (QueryModel.PATIENT_ROOT.value, QueryModel.STUDY_ROOT.value)
 #: An A-ABORT right after our A-ASSOCIATE-RQ can hide the A-ASSOCIATE-RJ that came first (Orthanc
 #: rejects and closes at once; pynetdicom sometimes sees the close first): ask again this often.
 _ASSOCIATE_ATTEMPTS = 3

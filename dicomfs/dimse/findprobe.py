@@ -16,7 +16,7 @@ from dicomfs.dimse import statuses
 from dicomfs.dimse.checkstep import EchoTarget, Step, accepts, failed, no_response
 from dicomfs.dimse.explain import Explanation
 from dicomfs.dimse.progress import MESSAGE_ID
-from dicomfs.dimse.qrmodels import LEVELS, MODELS, ROOT_NAME, UNIQUE_KEY
+from dicomfs.dimse.qrmodels import LEVELS, MODELS, ROOT_NAME, UNIQUE_KEY, QueryModel
 from dicomfs.dimse.queries import identifier
 
 
@@ -39,7 +39,7 @@ def find_root(assoc: Any, target: EchoTarget) -> tuple[Dataset | None, Step]:
     model = target.model
     uid = MODELS[model]["find"]
     level = LEVELS[model][0]
-    other = "patient" if model == "study" else "study"
+    other = QueryModel(model).other().value
     if not accepts(assoc, uid):
         hint = f"set model={other}" if accepts(assoc, MODELS[other]["find"]) else "ask for Q/R C-FIND"
         return None, Step(

@@ -54,7 +54,10 @@ REQUIRED_CONFIG = {"STORE_RECV_CHUNKED_DATASET": True, "UNRESTRICTED_STORAGE_SER
 #: Formatting every C-FIND identifier for a debug log nobody reads costs ~40 % of a listing.
 OPTIONAL_CONFIG = {"LOG_RESPONSE_IDENTIFIERS": False, "LOG_REQUEST_IDENTIFIERS": False}
 _install_lock = threading.Lock()
-_installed = False
+#: Running users of the patches (mounts, in-process namespaces); the last to go restores pynetdicom.
+_users = 0
+#: What install() replaced, for uninstall(): (object, attribute name, original value).
+_replaced: list[tuple[Any, str, Any]] = []
 
 
 def tune_socket(event: evt.Event) -> None:
@@ -147,6 +150,11 @@ def _stock_reactor_fits() -> bool:
     )
 
 
+def _replace(owner: Any, name: str, value: Any) -> None:
+    _replaced.append((owner, name, getattr(owner, name)))
+    setattr(owner, name, value)
+
+
 def _set_config() -> None:
     """Set pynetdicom's ``_config`` switches; RuntimeError if a required one is gone."""
     for name, value in {**REQUIRED_CONFIG, **OPTIONAL_CONFIG}.items():
@@ -158,13 +166,15 @@ def _set_config() -> None:
                 )
             LOGGER.warning("pynetdicom %s has no _config.%s; left as is", pynetdicom.__version__, name)
             continue
-        setattr(_config, name, value)
+        _replace(_config, name, value)
 
 
 def install() -> None:
-    """Install dicomfs's process-wide pynetdicom settings and patches, once (idempotent).
+    """Install dicomfs's process-wide pynetdicom settings and patches (counted: each call wants
+    one :func:`uninstall`; the first installs, the last uninstall restores stock pynetdicom).
 
-    Called by ``dicomfs.app.compose`` before any association; importing dicomfs changes nothing.
+    Called by ``dicomfs.app.compose`` before any association; importing dicomfs changes nothing,
+    and a process that stops its mounts (tests, other front ends) gets stock pynetdicom back.
     Each patched attribute is checked first: a pynetdicom whose receive path or reactor no
     longer looks as expected keeps its stock code, with one warning (slower, still correct).
 
@@ -173,20 +183,41 @@ def install() -> None:
     RuntimeError
         When pynetdicom lacks a ``_config`` switch the receiver relies on (``REQUIRED_CONFIG``).
     """
-    global _installed
+    global _users
     with _install_lock:
-        if _installed:
+        if _users:
+            _users += 1
             return
-        _set_config()
+        try:
+            _set_config()
+        except RuntimeError:
+            while _replaced:  # leave pynetdicom as it was
+                owner, name, original = _replaced.pop()
+                setattr(owner, name, original)
+            raise
+        _users = 1
         version = pynetdicom.__version__
         if not version.startswith(TESTED_VERSIONS):
             LOGGER.info("pynetdicom %s: socket tuning written for %s", version, ", ".join(TESTED_VERSIONS))
         if _stock_recv_fits():
-            AssociationSocket.recv = _recv  # type: ignore[method-assign]
+            _replace(AssociationSocket, "recv", _recv)
         else:
             LOGGER.warning("pynetdicom %s: AssociationSocket.recv changed; reads left unpatched", version)
         if _stock_reactor_fits():
-            _dul.time = _ReactorClock()  # type: ignore[assignment]
+            _replace(_dul, "time", _ReactorClock())
         else:
             LOGGER.warning("pynetdicom %s: the DUL reactor changed; its idle sleep left unpatched", version)
-        _installed = True
+
+
+def uninstall() -> None:
+    """Undo one :func:`install`; the last one puts back every attribute install() replaced."""
+    global _users
+    with _install_lock:
+        if _users == 0:
+            return
+        _users -= 1
+        if _users:
+            return
+        while _replaced:
+            owner, name, original = _replaced.pop()
+            setattr(owner, name, original)

@@ -9,8 +9,21 @@ time (invisible to mypy), hence the literals.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from types import MappingProxyType
+
+
+class QueryModel(str, enum.Enum):
+    """A Q/R information model, named as in the ``model=`` option (a ``str``: compares equal to it)."""
+
+    PATIENT_ROOT = "patient"
+    STUDY_ROOT = "study"
+
+    def other(self) -> QueryModel:
+        """The other model (a PACS that refuses one may accept the other)."""
+        return QueryModel.STUDY_ROOT if self is QueryModel.PATIENT_ROOT else QueryModel.PATIENT_ROOT
+
 
 #: The Verification SOP Class (C-ECHO), PS3.4 A.4.
 VERIFICATION = "1.2.840.10008.1.1"

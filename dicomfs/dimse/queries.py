@@ -17,11 +17,12 @@ from dicomfs.core.errors import QueryRefused
 from dicomfs.core.rows import RAW_PATIENT_ID, Row
 from dicomfs.dimse import decode
 from dicomfs.dimse.client import PacsClient
+from dicomfs.dimse.qrmodels import QueryModel
 
 LOGGER = logging.getLogger(__name__)
 
-#: ``PacsClient.model`` of the Patient Root model (the other is Study Root, "study").
-PATIENT_ROOT = "patient"
+#: ``PacsClient.model`` of the Patient Root model (the other is Study Root).
+PATIENT_ROOT = QueryModel.PATIENT_ROOT
 
 
 def identifier(level: str, **keys: str) -> Dataset:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pydicom.dataset import Dataset
 
 from dicomfs.core.model import SeriesRef
+from dicomfs.dimse.qrmodels import QueryModel
 
 
 def series_identifier(model: str, ref: SeriesRef, sop_uids: Sequence[str] = ()) -> Dataset:
@@ -34,7 +35,7 @@ def series_identifier(model: str, ref: SeriesRef, sop_uids: Sequence[str] = ()) 
     """
     identifier = Dataset()
     identifier.QueryRetrieveLevel = "IMAGE" if sop_uids else "SERIES"
-    if model == "patient":
+    if model == QueryModel.PATIENT_ROOT:
         identifier.PatientID = ref.patient_id
     identifier.StudyInstanceUID = ref.study_uid
     identifier.SeriesInstanceUID = ref.series_uid

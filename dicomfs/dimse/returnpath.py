@@ -20,6 +20,7 @@ from dicomfs.dimse import statuses
 from dicomfs.dimse.explain import MoveReport
 from dicomfs.dimse.negotiation import TRANSFER_SYNTAXES
 from dicomfs.dimse.progress import MESSAGE_ID
+from dicomfs.dimse.qrmodels import QueryModel
 
 #: A Study Instance UID nobody holds, for a C-MOVE of nothing (a PACS holding no object at all):
 #: some PACS check the move destination first and answer 0xA801 even then.
@@ -134,7 +135,7 @@ def move_identifier(keys: dict[str, str] | None, model: str) -> Dataset:
     identifier = Dataset()
     if keys is None:
         identifier.QueryRetrieveLevel = "STUDY"
-        if model == "patient":
+        if model == QueryModel.PATIENT_ROOT:
             identifier.PatientID = ""
         identifier.StudyInstanceUID = NOTHING_UID
         return identifier

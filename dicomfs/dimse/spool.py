@@ -98,6 +98,12 @@ def install(spool_dir: str) -> None:
     dimse_messages.NamedTemporaryFile = SpoolFile  # type: ignore[assignment]
 
 
+def uninstall() -> None:
+    """Let pynetdicom spool through ``tempfile.NamedTemporaryFile`` again (its own default)."""
+    if getattr(dimse_messages, "NamedTemporaryFile", None) is SpoolFile:
+        dimse_messages.NamedTemporaryFile = tempfile.NamedTemporaryFile
+
+
 def spool_error(request: Any) -> OSError | None:
     """The write error of the file a C-STORE request was spooled to, if any."""
     spooled = getattr(request, "_dataset_file", None)
