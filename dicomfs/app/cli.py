@@ -7,6 +7,7 @@
     dicomfs demo MOUNTPOINT [-f] [-o ...]
     dicomfs cache stats|clear|prune [--older-than 30d] [--cachedir DIR]
     dicomfs prefetch PATH...
+    dicomfs status MOUNTPOINT [--json]
 
 Everything that can be wrong with the command line is reported as one line on stderr, with exit
 status 2, before anything is mounted.
@@ -104,12 +105,13 @@ def mount(opts: MountOptions, hooks: Hooks = ()) -> int:
     import mfusepy  # FUSE's library is loaded only when mounting: `-h` works without it
 
     from dicomfs.app.compose import MountServices
+    from dicomfs.fuse.directio import FuseWithDirectIO
     from dicomfs.fuse.modes import Ownership
     from dicomfs.fuse.ops import DicomFS
 
     operations = DicomFS(MountServices(opts, hooks), Ownership.from_options(opts.umask, opts.uid, opts.gid))
     try:
-        mfusepy.FUSE(operations, opts.mountpoint, **fuse_kwargs(opts, mfusepy.fuse_version_major))
+        FuseWithDirectIO(operations, opts.mountpoint, **fuse_kwargs(opts, mfusepy.fuse_version_major))
     except RuntimeError as exc:
         if operations.served:
             # libfuse's loop reports a non-zero status when a signal (SIGTERM, SIGINT) ended it;
@@ -209,6 +211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from dicomfs.app import prefetch
 
             return prefetch.main(args[1:])
+        if args and args[0] == "status":
+            from dicomfs.app import statuscmd
+
+            return statuscmd.main(args[1:])
         if args and args[0] == "profiles":
             return list_profiles(args[1:])
         opts = parse_args(args)

@@ -11,8 +11,10 @@ from collections.abc import Callable, Sequence
 
 from dicomfs.app import notify
 from dicomfs.app.options import MountOptions
+from dicomfs.app.statusreport import StatusReport
 from dicomfs.core.catalog import Catalog
 from dicomfs.core.instances import Instances
+from dicomfs.core.recentlog import RecentProblems
 from dicomfs.core.retrieval import RetrievalScheduler
 from dicomfs.core.store import InstanceStore, ListingCache
 from dicomfs.core.walkguard import WalkGuard
@@ -24,6 +26,7 @@ from dicomfs.dimse.receiver import InstanceReceiver
 from dicomfs.dimse.scp import StorageSCP
 from dicomfs.dimse.strategy import DimseRetrieval
 from dicomfs.views import naming
+from dicomfs.views.control import CONTROL_DIR, ControlView
 from dicomfs.views.hierarchy import PatientHierarchy, base_name
 from dicomfs.views.node import Namespace
 from dicomfs.views.root import Root
@@ -77,6 +80,10 @@ class MountServices:
         # dicomfs patches nothing; the demo archive's SCP, started by a hook, shares the tuning).
         patches.install()
         self._started.append(patches.uninstall)  # the last stop gives the process stock pynetdicom
+        # The last warnings and errors, for the status file (dicomfs status).
+        problems = RecentProblems()
+        problems.install()
+        self._started.append(problems.remove)
         for start, stop in self._hooks:
             start()
             self._started.append(stop)
@@ -142,19 +149,29 @@ class MountServices:
         )
         self.catalog.start_prefetching()
         self._started.append(self.catalog.stop_prefetching)
-        self.namespace = Root(
-            PatientHierarchy(
-                self.catalog,
-                Instances(
-                    self.store,
-                    self.scheduler,
-                    WalkGuard(opts.statseries if opts.sizes == "guarded" else None),
-                ),
-            )
+        instances = Instances(
+            self.store, self.scheduler, WalkGuard(opts.statseries if opts.sizes == "guarded" else None)
         )
+        hierarchy = PatientHierarchy(self.catalog, instances)
+        status = StatusReport(
+            opts,
+            usage=self.usage,
+            opens=instances,
+            in_flight=self.scheduler.in_flight,
+            problems=problems.recent,
+            pacs_down=lambda: self.client.health.down_reason,
+        )
+        # /.dicomfs/status.json: hidden from listings (dicomfs status reads it).
+        control = ControlView(status.report, hierarchy.mount_time)
+        self.namespace = Root(hierarchy, hidden={CONTROL_DIR: control})
         LOGGER.info("mounted %s at %s (retrieve=%s)", prefix, opts.mountpoint, opts.retrieve)
         # FUSE init() runs once the kernel has mounted us: a Type=notify unit is ready now.
         notify.notify(notify.READY, f"STATUS=serving {prefix} at {opts.mountpoint}")
+
+    def usage(self) -> tuple[int, int]:
+        """Bytes the instance cache holds (as diskcache counts them against its limit: the files
+        and its index), and that limit (``cachesize``); what ``df`` shows."""
+        return self.store.volume, self.opts.cachesize
 
     def _tell_stopping(self) -> None:
         if not self._stopping_told:

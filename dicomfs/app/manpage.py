@@ -30,6 +30,11 @@ COMMANDS: tuple[tuple[str, str], ...] = (
         "look into, prune or empty a cache directory; safe while mounted",
     ),
     ("prefetch PATH...", "retrieve every file below PATH (in a dicomfs mount) now, with progress"),
+    (
+        "status MOUNTPOINT [--json]",
+        "what a mount is doing: PACS, cache used of cachesize, hit ratio, retrievals in flight, "
+        "last errors (from MOUNTPOINT/.dicomfs/status.json); exit 2 off a dicomfs mount",
+    ),
 )
 
 
@@ -86,6 +91,9 @@ def format_manpage(date: datetime.date | None = None) -> str:
         ".TP",
         ".I $XDG_CONFIG_HOME/dicomfs/config.toml, /etc/dicomfs/config.toml",
         "profiles: one [pacs.NAME] table of mount options each",
+        ".TP",
+        ".I MOUNTPOINT/.dicomfs/status.json",
+        "hidden, read\\-only: the mount's status as JSON, a new snapshot at each open (dicomfs status)",
         ".SH EXAMPLES",
         ".nf",
         "dicomfs /mnt/pacs \\-o serveraddress=pacs.example.org,serverport=11112,"

@@ -17,6 +17,7 @@ def format_help(prog: str = "dicomfs") -> str:
         f"       {prog} profiles [-o config=PATH]   (list the profiles of the config files)",
         f"       {prog} echo [SOURCE] [-o ...] [--json]   (check the way to the PACS, step by step)",
         f"       {prog} demo MOUNTPOINT [-f]   (a bundled sample archive, served on loopback)",
+        f"       {prog} status MOUNTPOINT [--json]   (what a mount is doing; also: cache, prefetch)",
         "",
         "Mount a DICOM archive (PACS) as a read-only directory tree. SOURCE is a profile name (a",
         "[pacs.NAME] table of the config file) or the PACS as AEC@host:port; options given here",

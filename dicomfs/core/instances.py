@@ -10,6 +10,7 @@ instance has landed.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -56,6 +57,10 @@ class Instances:
         self._store = store
         self._retrieval = retrieval
         self._walks = walks or WalkGuard(None)
+        # Opens answered from the cache, and opens that needed a retrieval (``dicomfs status``).
+        self.hits = 0
+        self.misses = 0
+        self._counting = threading.Lock()
 
     def cached_size(self, key: InstanceKey) -> int | None:
         """The instance's size in bytes if it is cached, else None; never retrieves."""
@@ -105,6 +110,7 @@ class Instances:
         """
         self._walks.opened(reader)  # it reads what it stats: its walk budget is whole again
         fd = self._store.open(key)
+        self._count(hit=fd is not None)
         if fd is not None:
             return fd
         for _attempt in range(2):  # eviction may strike between retrieval and open: once more
@@ -113,6 +119,13 @@ class Instances:
             if fd is not None:
                 return fd
         raise PacsError(f"{key.sop_uid} left the cache as soon as it arrived (cachesize too small?)")
+
+    def _count(self, *, hit: bool) -> None:
+        with self._counting:
+            if hit:
+                self.hits += 1
+            else:
+                self.misses += 1
 
     def _fetch(self, key: InstanceKey, members: SeriesMembers) -> int:
         ref = SeriesRef(*key.series)

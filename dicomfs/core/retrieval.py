@@ -38,7 +38,7 @@ from dicomfs.core.sendorder import MAX_HURRIED
 from dicomfs.core.seriesjob import SeriesJob, Stalled
 from dicomfs.core.store import InstanceStore
 
-__all__ = ["MIN_PART_SIZE", "RetrievalScheduler", "SeriesRef"]
+__all__ = ["MIN_PART_SIZE", "InFlight", "RetrievalScheduler", "SeriesRef"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -47,6 +47,31 @@ LOGGER = logging.getLogger(__name__)
 MIN_PART_SIZE = 24
 
 PRIORITY_HURRIED, PRIORITY_PART = 0, 1
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """A series retrieval under way, as ``dicomfs status`` shows it.
+
+    Attributes
+    ----------
+    series_uid : str
+        Its Series Instance UID.
+    expected : int
+        Instances the job expects (the series' listing).
+    received : int
+        Instances that have landed in this job so far.
+    received_bytes : int
+        Their size in bytes.
+    running_s : float
+        Seconds since a worker first worked for it; 0 while it is queued.
+    """
+
+    series_uid: str
+    expected: int
+    received: int
+    received_bytes: int
+    running_s: float
 
 
 @dataclass(order=True)
@@ -124,6 +149,24 @@ class RetrievalScheduler:
             self._jobs.clear()
         for job in jobs:
             job.finish("dicomfs is shutting down")
+
+    def in_flight(self) -> list[InFlight]:
+        """The retrievals under way (a snapshot, read-only), longest running first."""
+        now = time.monotonic()
+        with self._lock:
+            jobs = [job for job, _retrieval in self._jobs.values()]
+            progress = [(job, job.received()) for job in jobs]  # job locks after ours (lock order)
+        snapshot = [
+            InFlight(
+                job.ref.series_uid,
+                len(job.expected),
+                received,
+                received_bytes,
+                now - job.started_at if job.started_at else 0.0,
+            )
+            for job, (received, received_bytes) in progress
+        ]
+        return sorted(snapshot, key=lambda flight: -flight.running_s)
 
     # -- for readers ---------------------------------------------------------------------------
 

@@ -100,6 +100,11 @@ class SeriesJob:
             self.last_activity = self._clock()
             self._cond.notify_all()
 
+    def received(self) -> tuple[int, int]:
+        """Instances landed so far in this job, and their bytes (for ``dicomfs status``)."""
+        with self._cond:
+            return len(self.sizes), sum(self.sizes.values())
+
     def missing(self, wanted: Sequence[str]) -> tuple[str, ...]:
         """The SOP Instance UIDs of ``wanted`` that have neither landed nor are cached."""
         return tuple(

@@ -24,12 +24,14 @@ from dicomfs.fuse.fdreply import reply_with_fd
 from dicomfs.fuse.lookups import SeenPaths, ask_parallel_dirops, libfuse_version
 from dicomfs.fuse.modes import Ownership
 from dicomfs.fuse.session import SessionWatch
+from dicomfs.views.control import CONTROL_DIR
 from dicomfs.views.node import Namespace, Node
 
 LOGGER = logging.getLogger(__name__)
 
 #: Names desktops and shells probe for on every new mount. Generated names never start with a
-#: dot, so any dotted name, and these, are answered ENOENT without a C-FIND.
+#: dot, so any dotted name (but the control directory at the root), and these, are answered
+#: ENOENT without a C-FIND.
 PROBE_NAMES = frozenset({"autorun.inf", "desktop.ini", "thumbs.db", "folder.jpg", "albumart.jpg"})
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -49,10 +51,21 @@ class Services(Protocol):
 
     def stop(self) -> None: ...
 
+    def usage(self) -> tuple[int, int]:
+        """Bytes the instance cache uses, and its limit (``cachesize``): what ``df`` shows."""
+        ...
+
+
+#: ``statfs`` block size: df's numbers are the instance cache in blocks of this many bytes.
+BLOCK_SIZE = 4096
+
 
 def is_probe(path: str) -> bool:
-    """True for desktop/shell probe names that no PACS entry can have."""
-    return any(part.startswith(".") or part.lower() in PROBE_NAMES for part in path.split("/") if part)
+    """True for desktop/shell probe names that no PACS entry can have (``/.dicomfs`` is ours)."""
+    parts = [part for part in path.split("/") if part]
+    if parts and parts[0] == CONTROL_DIR:
+        parts = parts[1:]
+    return any(part.startswith(".") or part.lower() in PROBE_NAMES for part in parts)
 
 
 def translate_errors(method: F) -> F:
@@ -111,6 +124,9 @@ class DicomFS(mfusepy.Operations):
         self.lookups_wait = True
         self._seen = SeenPaths()
         self._session_watch: SessionWatch | None = None
+        #: Open files whose contents are a snapshot per open (``Node.volatile``): served with
+        #: direct I/O, so the page cache (``kernel_cache``) never shows an older one.
+        self.direct_io_fds: set[int] = set()
 
     # -- lifecycle: threads start after libfuse has daemonized ---------------------------------
 
@@ -199,7 +215,10 @@ class DicomFS(mfusepy.Operations):
         node = self._resolve(path)
         if node.is_dir:
             raise mfusepy.FuseOSError(errno.EISDIR)
-        return self._services.namespace.open(node, reader=caller_process())
+        fd = self._services.namespace.open(node, reader=caller_process())
+        if node.volatile:
+            self.direct_io_fds.add(fd)
+        return fd
 
     @translate_errors
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
@@ -212,11 +231,23 @@ class DicomFS(mfusepy.Operations):
         return 0
 
     def release(self, path: str, fh: int) -> int:
+        self.direct_io_fds.discard(fh)
         os.close(fh)
         return 0
 
+    @translate_errors
     def statfs(self, path: str) -> dict[str, int]:
-        return {"f_bsize": 4096, "f_frsize": 4096, "f_namemax": 255}
+        """The instance cache for ``df``: size ``cachesize``, used what it holds."""
+        used, limit = self._services.usage()
+        free = max(0, limit - used) // BLOCK_SIZE
+        return {
+            "f_bsize": BLOCK_SIZE,
+            "f_frsize": BLOCK_SIZE,
+            "f_blocks": limit // BLOCK_SIZE,
+            "f_bfree": free,
+            "f_bavail": free,
+            "f_namemax": 255,
+        }
 
     # -- everything that would change the tree --------------------------------------------------
 

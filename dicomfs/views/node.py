@@ -33,6 +33,9 @@ class Node:
     ref : object
         Opaque to front ends: what the view that made the node needs to serve it again (a
         catalog record). Not part of equality.
+    volatile : bool
+        A file whose contents are a snapshot taken at each ``open`` (the status file): front ends
+        must not keep them between opens (FUSE: direct I/O). Instances never change: False.
     """
 
     name: str
@@ -40,6 +43,7 @@ class Node:
     mtime: float
     instance: InstanceKey | None = None
     ref: object = field(default=None, compare=False, repr=False)
+    volatile: bool = False
 
 
 class Namespace(Protocol):

@@ -3,6 +3,7 @@
 One view is the default and fills the root itself (the patient hierarchy, so ``/`` lists
 patients as it always has); every other view appears as a directory of its own at the root
 (``/by-date``, ``/by-uid`` later). A mounted view's name hides a default entry of the same name.
+A *hidden* mount (the control directory ``/.dicomfs``) is reached by its name but not listed.
 The default view's nodes pass through untouched; a mounted view's nodes carry their view in their
 ``ref`` (:class:`_Mounted`), so every call finds its way back to the view that made the node.
 """
@@ -37,11 +38,19 @@ class Root:
         Fills the root: a path whose first part is no mounted view's name is the default view's.
     mounts : Mapping[str, Namespace]
         Top-level directory name -> the view shown below it (safe file names, no ``/``).
+    hidden : Mapping[str, Namespace]
+        As ``mounts``, but left out of the root's listing (``ls -a`` does not show them).
     """
 
-    def __init__(self, default: Namespace, mounts: Mapping[str, Namespace] = MappingProxyType({})) -> None:
+    def __init__(
+        self,
+        default: Namespace,
+        mounts: Mapping[str, Namespace] = MappingProxyType({}),
+        hidden: Mapping[str, Namespace] = MappingProxyType({}),
+    ) -> None:
         self._default = default
-        self._mounts = dict(mounts)
+        self._listed = list(mounts)
+        self._mounts = {**mounts, **hidden}
         self.mount_time = default.mount_time
 
     def lookup(self, path: str) -> Node:
@@ -66,7 +75,7 @@ class Root:
                 for child in self._default.children(self._default.lookup("/"))
                 if child.name not in hidden
             ]
-            entries += [self.lookup(name) for name in self._mounts]
+            entries += [self.lookup(name) for name in self._listed]
             return sorted(entries, key=lambda child: child.name)
         if isinstance(node.ref, _Mounted):
             view = node.ref.view
