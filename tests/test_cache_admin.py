@@ -161,3 +161,25 @@ def test_prefetch_outside_a_mount_is_one_line(tmp_path: Path) -> None:
     result = prefetch(tmp_path)
     assert result.returncode == 2 and "is not inside a dicomfs mount" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("retrieve", ["move", "get"])
+def test_the_whole_cachedir_removed_while_mounted(pacs: BrokenPacs, tmp_path: Path, retrieve: str) -> None:
+    """``rm -rf ~/.cache/dicomfs`` while mounted: partial/, instances/, listings/ and the log file
+    come back; reads go on, byte for byte."""
+    cachedir = tmp_path / "cache"
+    options = options_for(pacs, cachedir, retrieve, timeout=10)
+    with mounted(tmp_path / "mnt", options) as mount:
+        assert read_everything(mount.mountpoint) == len(INSTANCES)
+        shutil.rmtree(cachedir)
+        assert read_everything(mount.mountpoint) == len(INSTANCES)
+        log = mount.log_text()
+    assert "Traceback" not in log and "FileNotFoundError" not in log, log
+
+
+def test_a_folder_that_is_no_cache_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "documents").mkdir()
+    (tmp_path / "documents" / "thesis.txt").write_text("keep me")
+    result = cache(tmp_path / "documents", "clear")
+    assert result.returncode == 2 and "is not a dicomfs cache directory" in result.stderr
+    assert (tmp_path / "documents" / "thesis.txt").read_text() == "keep me"

@@ -3,7 +3,9 @@ dcmqrscp and in-process peers on 127.0.0.1: each misconfiguration gets its own c
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import socket
 import subprocess
 import threading
@@ -321,9 +323,14 @@ def test_a_mount_of_an_unresolvable_host_comes_up_and_says_so(tmp_path: Path) ->
     )
     with mounted(tmp_path / "mnt", options) as mount:
         assert is_mounted(mount.mountpoint)
+        for _attempt in range(3):  # EIO each time (a resolver error is no errno for FUSE: not EINVAL)
+            with pytest.raises(OSError) as failed:
+                os.listdir(mount.mountpoint)
+            assert failed.value.errno == errno.EIO
         log = mount.log_text()
     assert "resolve: cannot resolve 'pacs.invalid'" in log and "mounting anyway" in log, log
-    assert "Traceback" not in log
+    assert "Traceback" not in log and "EINVAL" not in log
+    assert "check serveraddress=" in log
 
 
 def test_a_detached_mount_prints_the_failure_before_detaching(

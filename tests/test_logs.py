@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -118,3 +119,18 @@ def test_unwritable_logfile_is_one_line_and_nothing_mounted(tmp_path: Path) -> N
     assert result.returncode == 2
     assert result.stderr.startswith("dicomfs: logfile: cannot write") and len(result.stderr.splitlines()) == 1
     assert not is_mounted(tmp_path / "mnt")
+
+
+def test_a_removed_log_file_is_made_again(tmp_path: Path) -> None:
+    """``rm -rf <cachedir>`` while mounted takes the detached log with it: it comes back."""
+    logfile = tmp_path / "cache" / "dicomfs.log"
+    logfile.parent.mkdir()
+    opts = parse_args([str(tmp_path / "mnt"), "-o", f"cachedir={tmp_path / 'cache'}"])
+    handler = log_handler(opts, syslog_socket=str(tmp_path / "no-syslog"))
+    record = logging.LogRecord("dicomfs.test", logging.WARNING, __file__, 1, "%s", ("first",), None)
+    handler.handle(record)
+    shutil.rmtree(logfile.parent)
+    record.args = ("second",)
+    handler.handle(record)
+    handler.close()
+    assert "second" in logfile.read_text() and "first" not in logfile.read_text()

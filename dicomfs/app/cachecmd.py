@@ -16,7 +16,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 from dicomfs.app.options import default_cachedir
-from dicomfs.core.cacheadmin import CacheStats, cache_stats, parse_age, prune_cache
+from dicomfs.core.cacheadmin import (
+    INSTANCES,
+    LISTINGS,
+    PARTIAL,
+    CacheStats,
+    cache_stats,
+    parse_age,
+    prune_cache,
+)
 
 EXIT_USAGE = 2
 
@@ -69,6 +77,9 @@ def main(argv: Sequence[str]) -> int:
     cachedir = str(Path(args.cachedir).expanduser())
     if not Path(cachedir).is_dir():
         print(f"dicomfs cache: no cache directory at {cachedir} (see --cachedir)", file=sys.stderr)
+        return EXIT_USAGE
+    if not any((Path(cachedir) / folder).is_dir() for folder in (INSTANCES, LISTINGS, PARTIAL)):
+        print(f"dicomfs cache: {cachedir} is not a dicomfs cache directory (see --cachedir)", file=sys.stderr)
         return EXIT_USAGE
     if args.action == "stats":
         stats = cache_stats(cachedir)

@@ -223,6 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HelpRequested as request:
         print_out(request.text + "\n")
         return 0
+    except BrokenPipeError:  # `dicomfs cache stats | head -2`: the reader has gone, no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OptionError as exc:
         print(f"dicomfs: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -29,6 +29,19 @@ ROTATE_BYTES = 10 * 1024**2
 ROTATE_KEEP = 3
 
 
+class ReopeningFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotated log file that is made again when it is removed (``rm -rf <cachedir>`` while
+    mounted): otherwise the lines would go on into a file nobody can read (as
+    ``logging.handlers.WatchedFileHandler`` does, for a rotated handler)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.stream is not None and not os.path.exists(self.baseFilename):
+            os.makedirs(os.path.dirname(self.baseFilename), exist_ok=True)
+            self.stream.close()
+            self.stream = self._open()
+        super().emit(record)
+
+
 def _syslog_reachable(address: str) -> bool:
     """A datagram socket at ``address`` accepts our connection (a stale socket file does not)."""
     if not os.path.exists(address):
@@ -71,7 +84,7 @@ def log_handler(opts: MountOptions, syslog_socket: str = SYSLOG_SOCKET) -> loggi
         )
         return handler
     path = opts.logfile or os.path.join(opts.cachedir, "dicomfs.log")
-    handler = logging.handlers.RotatingFileHandler(path, maxBytes=ROTATE_BYTES, backupCount=ROTATE_KEEP)
+    handler = ReopeningFileHandler(path, maxBytes=ROTATE_BYTES, backupCount=ROTATE_KEEP)
     handler.setFormatter(logging.Formatter(f"%(asctime)s {where} %(levelname)s %(name)s: %(message)s"))
     return handler
 

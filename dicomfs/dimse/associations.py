@@ -248,6 +248,13 @@ class Associations:
                 evt_handlers=[(evt.EVT_CONN_OPEN, tune_socket), *handlers],
                 tls_args=tls_args,
             )
+        except OSError as exc:
+            # socket.gaierror and friends: a name that does not resolve, no route. Its errno is
+            # negative (EAI_*), which FUSE cannot answer with: say it as a PACS error (EIO).
+            self._slots.release()
+            reason = f"cannot reach PACS {self.where}: {exc.strerror or exc} (check serveraddress=)"
+            self.health.failed(reason)
+            raise PacsError(reason) from exc
         except BaseException:
             self._slots.release()
             raise

@@ -91,7 +91,9 @@ def translate_errors(method: F) -> F:
             raise mfusepy.FuseOSError(errno.EIO) from exc
         except OSError as exc:
             _ERRORS.error(method.__name__, args[0] if args else "", str(exc))
-            raise mfusepy.FuseOSError(exc.errno or errno.EIO) from exc
+            # A negative errno (a resolver's EAI_*) is no errno for FUSE: mfusepy would say EINVAL.
+            code = exc.errno if isinstance(exc.errno, int) and exc.errno > 0 else errno.EIO
+            raise mfusepy.FuseOSError(code) from exc
         except Exception as exc:
             LOGGER.exception("%s %s failed", method.__name__, args[0] if args else "")
             raise mfusepy.FuseOSError(errno.EIO) from exc
