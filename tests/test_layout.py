@@ -46,9 +46,11 @@ RULES = {
     "fuse-no-dimse": Rule("dicomfs.fuse", ("pynetdicom", "pydicom", "dicomfs.dimse")),
     "core-no-frontend-no-dimse": Rule(
         "dicomfs.core",
-        ("mfusepy", "pynetdicom", "dicomfs.views", "dicomfs.fuse", "dicomfs.app", "dicomfs.dimse"),
+        ("mfusepy", "pynetdicom", "pydicom", "dicomfs.views", "dicomfs.fuse", "dicomfs.app", "dicomfs.dimse"),
     ),
-    "views-no-dimse": Rule("dicomfs.views", ("pynetdicom", "dicomfs.dimse", "dicomfs.fuse", "mfusepy")),
+    "views-no-dimse": Rule(
+        "dicomfs.views", ("pynetdicom", "pydicom", "dicomfs.dimse", "dicomfs.fuse", "mfusepy")
+    ),
     "dimse-no-frontend": Rule("dicomfs.dimse", ("dicomfs.fuse", "mfusepy", "dicomfs.views", "dicomfs.app")),
 }
 LINES_RULE = f"at-most-{MAX_LINES}-lines"
@@ -73,7 +75,11 @@ def imported_modules(path: Path, name: str) -> Iterator[tuple[int, str]]:
     if path.name != "__init__.py":
         package.pop()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
+        if isinstance(node, ast.Call) and _dynamic_import(node):
+            # importlib.import_module("x") / __import__("x"): imports all the same
+            target = node.args[0]
+            yield node.lineno, target.value if isinstance(target, ast.Constant) else "<computed>"
+        elif isinstance(node, ast.Import):
             for alias in node.names:
                 yield node.lineno, alias.name
         elif isinstance(node, ast.ImportFrom):
@@ -85,6 +91,12 @@ def imported_modules(path: Path, name: str) -> Iterator[tuple[int, str]]:
             yield node.lineno, module
             for alias in node.names:
                 yield node.lineno, f"{module}.{alias.name}"
+
+
+def _dynamic_import(call: ast.Call) -> bool:
+    function = call.func
+    name = function.attr if isinstance(function, ast.Attribute) else getattr(function, "id", "")
+    return name in {"import_module", "__import__"} and bool(call.args)
 
 
 def is_within(module: str, prefix: str) -> bool:
@@ -101,7 +113,7 @@ def broken_rules(path: Path, name: str) -> dict[str, list[str]]:
         if not is_within(name, rule.package):
             continue
         for line, module in imported_modules(path, name):
-            if any(is_within(module, prefix) for prefix in rule.forbidden):
+            if module == "<computed>" or any(is_within(module, prefix) for prefix in rule.forbidden):
                 found.setdefault(rule_name, []).append(f"line {line}: {module}")
     return found
 
@@ -116,14 +128,15 @@ def violations() -> dict[tuple[str, str], list[str]]:
 
 
 def test_the_checker_sees_imports_of_every_kind(tmp_path: Path) -> None:
-    """Plain, from, relative and function-local imports all count (so the rules can fail)."""
+    """Plain, from, relative, function-local and dynamic imports all count (so the rules can fail)."""
     sample = tmp_path / "probe.py"
     sample.write_text(
         "import pynetdicom.evt\n"
         "from ..dimse import client\n"
         "from . import ops\n"
         "def f() -> None:\n"
-        "    from pydicom import dcmread\n" + "\n" * MAX_LINES,
+        "    from pydicom import dcmread\n"
+        "importlib.import_module('pynetdicom')\n" + "\n" * (MAX_LINES - 1),
         encoding="utf-8",
     )
     modules = {module for _line, module in imported_modules(sample, "dicomfs.fuse.probe")}
@@ -136,6 +149,7 @@ def test_the_checker_sees_imports_of_every_kind(tmp_path: Path) -> None:
             "line 2: dicomfs.dimse.client",
             "line 5: pydicom",
             "line 5: pydicom.dcmread",
+            "line 6: pynetdicom",
         ],
     }
     assert broken_rules(sample, "dicomfs.app.probe") == {LINES_RULE: [f"{MAX_LINES + 5} lines"]}

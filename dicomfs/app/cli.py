@@ -25,6 +25,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from dicomfs import __version__
 from dicomfs.app.commandline import parse_args
 from dicomfs.app.localport import wait_for_port
 from dicomfs.app.logs import configure_logging
@@ -140,9 +141,23 @@ def run_demo(argv: Sequence[str]) -> int:
         cachedir=cachedir,
     )
     check_environment(opts)
-    archive_dir = Path(opts.cachedir) / "demo-archive"  # regenerated: the same files every time
-    shutil.rmtree(archive_dir, ignore_errors=True)
-    write_demo_archive(archive_dir)
+    # The same files every time; written aside and renamed into place, never rewritten under a
+    # running demo that shares the cachedir (its SCP reads them as it sends).
+    archive_dir = Path(opts.cachedir) / "demo-archive"
+    marker = archive_dir / ".written-by"
+    if not marker.is_file() or marker.read_text() != __version__:
+        fresh = Path(opts.cachedir) / f"demo-archive.{os.getpid()}"
+        shutil.rmtree(fresh, ignore_errors=True)
+        write_demo_archive(fresh)
+        (fresh / ".written-by").write_text(__version__)
+        stale = Path(opts.cachedir) / f"demo-archive.old.{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            archive_dir.rename(stale)  # an archive of another version (or a broken one)
+        try:
+            fresh.rename(archive_dir)
+        except OSError:  # another demo was quicker: use its (identical) archive
+            shutil.rmtree(fresh, ignore_errors=True)
+        shutil.rmtree(stale, ignore_errors=True)
     archive = DemoArchive(
         archive_dir,
         ae_title="DEMOPACS",

@@ -77,7 +77,7 @@ class ReturnPath:
         with self._arrived:
             self.stored.append(str(request.AffectedSOPInstanceUID))
             self._arrived.notify_all()
-        return 0x0000  # PS3.4 B.2.3 Success; the object is dropped, this is only a test
+        return statuses.SUCCESS  # PS3.4 B.2.3; the object is dropped, this is only a test
 
     def wait_for_stores(self, count: int, timeout: float) -> int:
         """Wait until ``count`` C-STOREs arrived, ``timeout`` seconds at most; how many did."""

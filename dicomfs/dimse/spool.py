@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import threading
 from typing import IO, Any
 
 from pynetdicom import dimse_messages
@@ -31,6 +32,9 @@ from pynetdicom import dimse_messages
 LOGGER = logging.getLogger(__name__)
 
 _spool_dir: str | None = None
+#: Running mounts that installed the spool (one process-wide spool folder: the first mount's).
+_users = 0
+_lock = threading.Lock()
 
 
 class SpoolFile:
@@ -86,24 +90,37 @@ class SpoolFile:
 def install(spool_dir: str) -> None:
     """Make pynetdicom spool received data sets as :class:`SpoolFile` s in ``spool_dir``.
 
+    Counted, as :func:`dicomfs.dimse.patches.install`: pynetdicom has one spool per process, so a
+    second mount in the same process spools into the first one's folder (on its cache's file
+    system), and the last :func:`uninstall` restores pynetdicom's own.
+
     Raises
     ------
     RuntimeError
         When pynetdicom no longer uses ``tempfile.NamedTemporaryFile`` there (a version this
         patch was not written for).
     """
-    global _spool_dir
-    current = getattr(dimse_messages, "NamedTemporaryFile", None)
-    if current is not SpoolFile and current is not tempfile.NamedTemporaryFile:
-        raise RuntimeError("pynetdicom.dimse_messages no longer spools through NamedTemporaryFile")
-    _spool_dir = spool_dir
-    dimse_messages.NamedTemporaryFile = SpoolFile  # type: ignore[assignment]
+    global _spool_dir, _users
+    with _lock:
+        current = getattr(dimse_messages, "NamedTemporaryFile", None)
+        if current is not SpoolFile and current is not tempfile.NamedTemporaryFile:
+            raise RuntimeError("pynetdicom.dimse_messages no longer spools through NamedTemporaryFile")
+        _users += 1
+        if _users == 1:
+            _spool_dir = spool_dir
+            dimse_messages.NamedTemporaryFile = SpoolFile  # type: ignore[assignment]
 
 
 def uninstall() -> None:
-    """Let pynetdicom spool through ``tempfile.NamedTemporaryFile`` again (its own default)."""
-    if getattr(dimse_messages, "NamedTemporaryFile", None) is SpoolFile:
-        dimse_messages.NamedTemporaryFile = tempfile.NamedTemporaryFile
+    """Undo one :func:`install`; the last lets pynetdicom spool through ``tempfile`` again."""
+    global _spool_dir, _users
+    with _lock:
+        if _users == 0:
+            return
+        _users -= 1
+        if _users == 0 and getattr(dimse_messages, "NamedTemporaryFile", None) is SpoolFile:
+            dimse_messages.NamedTemporaryFile = tempfile.NamedTemporaryFile
+            _spool_dir = None
 
 
 def spool_error(request: Any) -> OSError | None:
