@@ -109,7 +109,7 @@ def test_instances_folder_removed_by_hand_while_mounted(
     ],
 )
 def test_bad_cache_commands_say_what_to_fix(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
-    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "instances").mkdir(parents=True)
     result = cache(tmp_path / "cache", *args)
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
