@@ -284,6 +284,7 @@ def main(argv: list[str]) -> int:
     load_before = os.getloadavg()[0]
     wanted = [name for name in [*SECTIONS, *OWN_PACS_SECTIONS] if not args.only or name in args.only]
     with contextlib.ExitStack() as stack:
+        (BENCH / "work").mkdir(exist_ok=True)  # a fresh clone has none (it is not committed)
         scratch = Path(tempfile.mkdtemp(prefix="scratch-", dir=BENCH / "work"))
         stack.callback(shutil.rmtree, scratch, True)
         dicomfs_port, storescp_port = free_port(), free_port()
