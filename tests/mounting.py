@@ -187,3 +187,28 @@ def mounted(mountpoint: Path, options: str, extra_args: Sequence[str] = ()) -> I
 def terminate(handle: Mount, signum: int = signal.SIGTERM) -> None:
     """Send ``signum`` to the dicomfs process we started."""
     handle.process.send_signal(signum)
+
+
+def daemon_pids(mountpoint: Path, *, program: bytes | None = None) -> list[int]:
+    """PIDs of dicomfs processes serving ``mountpoint`` (the daemons we started, after they detached):
+    a command line naming the mount point and dicomfs (``program``: exactly that argument)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        named = program in argv if program is not None else any(b"dicomfs" in arg for arg in argv)
+        if str(mountpoint).encode() in argv and named:
+            pids.append(int(entry.name))
+    return pids
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False

@@ -16,7 +16,15 @@ import pytest
 from dicomfs.app.options import OPTIONS
 from dicomfs.app.usage import format_markdown_table
 from tests.conftest import DICOMFS_AET
-from tests.mounting import dicomfs_command, is_mounted, mounted, pacs_options, wait_until
+from tests.mounting import (
+    daemon_pids,
+    dicomfs_command,
+    is_mounted,
+    mounted,
+    pacs_options,
+    process_gone,
+    wait_until,
+)
 from tests.pacs_servers import OrthancServer, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,29 +39,6 @@ def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]
         check=False,
         stdin=subprocess.DEVNULL,
     )
-
-
-def daemon_pids(mountpoint: Path) -> list[int]:
-    """PIDs of dicomfs processes serving ``mountpoint`` (the daemon we started, after it detached)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if str(mountpoint).encode() in argv and any(b"dicomfs" in arg for arg in argv):
-            pids.append(int(entry.name))
-    return pids
-
-
-def process_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 @pytest.fixture

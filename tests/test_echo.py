@@ -20,9 +20,16 @@ from dicomfs.dimse.explain import association_failure
 from tests.broken_pacs import BrokenPacs
 from tests.broken_pacs import options_for as broken_options
 from tests.conftest import DICOMFS_AET
-from tests.mounting import dicomfs_command, is_mounted, mount_options, mounted, wait_until
+from tests.mounting import (
+    daemon_pids,
+    dicomfs_command,
+    is_mounted,
+    mount_options,
+    mounted,
+    process_gone,
+    wait_until,
+)
 from tests.pacs_servers import HOST, DcmqrscpServer, MoveDestination, OrthancServer, free_port
-from tests.test_cli import daemon_pids, process_gone
 
 # The TLS PACS and its certificates (pytest registers these fixtures under their own names).
 from tests.test_security import Pki, pki, tls_pacs  # noqa: F401

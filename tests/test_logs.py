@@ -19,8 +19,7 @@ import pytest
 from dicomfs.app.commandline import parse_args
 from dicomfs.app.logs import ROTATE_BYTES, ROTATE_KEEP, log_handler
 from tests.broken_pacs import BrokenPacs, options_for
-from tests.mounting import dicomfs_command, is_mounted, wait_until
-from tests.test_cli import daemon_pids, process_gone
+from tests.mounting import daemon_pids, dicomfs_command, is_mounted, process_gone, wait_until
 
 
 def emit(handler: logging.Handler, message: str) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DICOMFS_AET
-from tests.mounting import wait_until
+from tests.mounting import daemon_pids, process_gone, wait_until
 from tests.pacs_servers import OrthancServer
 
 pytestmark = pytest.mark.skipif(
@@ -69,28 +69,6 @@ class Namespace:
         return None
 
 
-def daemon_pids(mountpoint: Path) -> list[int]:
-    """dicomfs processes whose command line names ``mountpoint`` (the detached daemons)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if str(mountpoint).encode() in argv and b"dicomfs" in argv:
-                pids.append(int(entry.name))
-    return pids
-
-
-def process_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
 @pytest.fixture
 def namespace(tmp_path: Path) -> Iterator[Namespace]:
     bindir = tmp_path / "bin"
@@ -120,7 +98,7 @@ def namespace(tmp_path: Path) -> Iterator[Namespace]:
         mountpoint = tmp_path / "mnt"
         if space.mount_entry(mountpoint) is not None:
             space.run("umount", "-l", str(mountpoint))
-        for pid in daemon_pids(mountpoint):
+        for pid in daemon_pids(mountpoint, program=b"dicomfs"):
             try:
                 wait_until(lambda pid=pid: process_gone(pid), 15, f"daemon {pid} to exit")
             except AssertionError:
@@ -165,7 +143,7 @@ def check_mounted_read_only(space: Namespace, mountpoint: Path, source: str) -> 
 
 def unmount_and_wait(space: Namespace, mountpoint: Path, name: str = "") -> None:
     """``umount name`` (the source, as the user of an fstab line may write it), else the mount point."""
-    pids = daemon_pids(mountpoint)
+    pids = daemon_pids(mountpoint, program=b"dicomfs")
     assert pids, "the detached daemon"
     result = space.run("umount", name or str(mountpoint))
     assert result.returncode == 0, result.stderr
@@ -206,7 +184,7 @@ def test_an_fstab_line_mounts_with_mount_mountpoint(
     # it would run dicomfs again, which refuses a mount point: exit status 2).
     again = namespace.run("mount", "-T", str(fstab), "-a", "-v", env=profile_env)
     assert again.returncode == 0 and "already mounted" in again.stdout, again
-    assert len(daemon_pids(mountpoint)) == 1
+    assert len(daemon_pids(mountpoint, program=b"dicomfs")) == 1
     unmount_and_wait(namespace, mountpoint, name="orthanc")
 
 
