@@ -50,9 +50,11 @@ class SpoolFile:
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("dir", _spool_dir)
-        if kwargs["dir"]:  # the cachedir may have been removed while mounted: make our folder again
+        try:
+            self._file: IO[bytes] = tempfile.NamedTemporaryFile(**kwargs)  # noqa: SIM115 - closed by pynetdicom
+        except FileNotFoundError:  # the cachedir was removed while mounted: make our folder again
             os.makedirs(kwargs["dir"], exist_ok=True)
-        self._file: IO[bytes] = tempfile.NamedTemporaryFile(**kwargs)  # noqa: SIM115 - closed by pynetdicom
+            self._file = tempfile.NamedTemporaryFile(**kwargs)  # noqa: SIM115 - closed by pynetdicom
         self.name: str = self._file.name
         self.error: OSError | None = None
 
