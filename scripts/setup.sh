@@ -14,6 +14,7 @@ if [ "$extras" = "test" ]; then
   command -v ss >/dev/null 2>&1 || need+=(iproute2)
   command -v openssl >/dev/null 2>&1 || need+=(openssl)
   command -v rsync >/dev/null 2>&1 || need+=(rsync)  # byte-exact copies with rsync are tested
+  command -v getfattr >/dev/null 2>&1 || need+=(attr)  # getfattr reads the user.dicom.* attributes
 fi
 if [ "${#need[@]}" -gt 0 ]; then
   sudo=""

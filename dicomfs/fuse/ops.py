@@ -24,6 +24,7 @@ from dicomfs.fuse.fdreply import reply_with_fd
 from dicomfs.fuse.lookups import SeenPaths, ask_parallel_dirops, libfuse_version
 from dicomfs.fuse.modes import Ownership
 from dicomfs.fuse.session import SessionWatch
+from dicomfs.views.attributes import PREFIX as ATTRIBUTE_PREFIX
 from dicomfs.views.control import CONTROL_DIR
 from dicomfs.views.node import Namespace, Node
 
@@ -236,6 +237,27 @@ class DicomFS(mfusepy.Operations):
         self.direct_io_fds.discard(fh)
         os.close(fh)
         return 0
+
+    # -- identity as extended attributes (dicomfs.views.attributes) -----------------------------
+
+    @translate_errors
+    def listxattr(self, path: str) -> list[str]:
+        """The ``user.dicom.*`` names of the entry (xattr(7)); none for the root and view dirs."""
+        return list(self._services.namespace.attributes(self._resolve(path)))
+
+    @translate_errors
+    def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
+        """One attribute's value as UTF-8; ENODATA for a name the entry does not have.
+
+        Names outside ``user.dicom.`` (``security.selinux``, POSIX ACLs that ``ls -l`` and the
+        kernel ask for) are answered at once, without resolving the path.
+        """
+        if not name.startswith(ATTRIBUTE_PREFIX):
+            raise mfusepy.FuseOSError(errno.ENODATA)
+        value = self._services.namespace.attributes(self._resolve(path)).get(name)
+        if value is None:
+            raise mfusepy.FuseOSError(errno.ENODATA)
+        return value.encode("utf-8")
 
     @translate_errors
     def statfs(self, path: str) -> dict[str, int]:

@@ -51,7 +51,7 @@ def render(report: Mapping[str, object], size: int = STATUS_SIZE) -> bytes:
 
 
 class ControlView:
-    """A :class:`~dicomfs.views.node.Namespace` of one directory holding ``status.json``.
+    """A :class:`~dicomfs.views.node.View` of one directory holding ``status.json``.
 
     Parameters
     ----------

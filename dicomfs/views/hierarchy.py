@@ -120,7 +120,7 @@ class NamedListings:
 
 
 class PatientHierarchy:
-    """``/patient/study/series/n.dcm`` over the catalog: a :class:`~dicomfs.views.node.Namespace`.
+    """``/patient/study/series/n.dcm`` over the catalog: a :class:`~dicomfs.views.node.View`.
 
     Parameters
     ----------

@@ -1,14 +1,15 @@
 """What every front end sees of the archive: named nodes, and the one interface that serves them.
 
 A front end (the FUSE operations today; a DICOMweb server later) never learns DICOM levels or
-DIMSE: it resolves a path to a :class:`Node`, lists a directory node's children, and asks a file
-node's size or an open file descriptor. Views (the patient hierarchy today; by-date, by-uid and
-query directories later) implement :class:`Namespace`; the root composes them by top-level name.
+DIMSE: it resolves a path to a :class:`Node`, lists a directory node's children, asks a file
+node's size or an open file descriptor, and any node's identity (``attributes``). Views (the
+patient hierarchy, by-date, by-uid, query directories) implement :class:`View`; the root composes
+them by top-level name into the :class:`Namespace` front ends consume.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -46,8 +47,8 @@ class Node:
     volatile: bool = False
 
 
-class Namespace(Protocol):
-    """The interface a front end consumes (implemented by the views' root).
+class View(Protocol):
+    """What one view implements (the patient hierarchy, by-date, ...); the root composes them.
 
     Every method raises only the domain errors of :mod:`dicomfs.core.errors` (``NotFound``,
     ``PacsError``, ``RetrievalFailed``, ``FailedFast``, ``StorageFull``); the front end maps them to
@@ -81,4 +82,13 @@ class Namespace(Protocol):
     def open(self, node: Node, *, reader: int = 0) -> int:
         """An OS file descriptor (read-only, owned by the caller) on a file node's cached instance;
         ``reader``: the process opening it (0 when unknown)."""
+        ...
+
+
+class Namespace(View, Protocol):
+    """The interface a front end consumes (implemented by the views' root, over its views)."""
+
+    def attributes(self, node: Node) -> Mapping[str, str]:
+        """The entry's identity as extended attributes (``user.dicom.PatientID`` -> text), from
+        the listings it came from: never a query or a retrieval (``dicomfs.views.attributes``)."""
         ...

@@ -14,14 +14,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
-from dicomfs.views.node import Namespace, Node
+from dicomfs.views.attributes import record_attributes
+from dicomfs.views.node import Node, View
 
 
 @dataclass(frozen=True)
 class _Mounted:
     """The ref of a mounted view's node: the view, and the node as the view made it."""
 
-    view: Namespace
+    view: View
     node: Node
 
 
@@ -30,23 +31,23 @@ _ROOT = object()
 
 
 class Root:
-    """A :class:`~dicomfs.views.node.Namespace` of namespaces, by top-level name.
+    """A :class:`~dicomfs.views.node.Namespace` of views, by top-level name.
 
     Parameters
     ----------
-    default : Namespace
+    default : View
         Fills the root: a path whose first part is no mounted view's name is the default view's.
-    mounts : Mapping[str, Namespace]
+    mounts : Mapping[str, View]
         Top-level directory name -> the view shown below it (safe file names, no ``/``).
-    hidden : Mapping[str, Namespace]
+    hidden : Mapping[str, View]
         As ``mounts``, but left out of the root's listing (``ls -a`` does not show them).
     """
 
     def __init__(
         self,
-        default: Namespace,
-        mounts: Mapping[str, Namespace] = MappingProxyType({}),
-        hidden: Mapping[str, Namespace] = MappingProxyType({}),
+        default: View,
+        mounts: Mapping[str, View] = MappingProxyType({}),
+        hidden: Mapping[str, View] = MappingProxyType({}),
     ) -> None:
         self._default = default
         self._listed = list(mounts)
@@ -97,11 +98,15 @@ class Root:
         view, own = self._owner(node)
         return view.open(own, reader=reader)
 
-    def _owner(self, node: Node) -> tuple[Namespace, Node]:
+    def attributes(self, node: Node) -> Mapping[str, str]:
+        """The identity of the entry from the record its view keeps in it (no query)."""
+        return record_attributes(self._owner(node)[1].ref)
+
+    def _owner(self, node: Node) -> tuple[View, Node]:
         if isinstance(node.ref, _Mounted):
             return node.ref.view, node.ref.node
         return self._default, node
 
 
-def _wrap(view: Namespace, node: Node) -> Node:
+def _wrap(view: View, node: Node) -> Node:
     return replace(node, ref=_Mounted(view, node))
