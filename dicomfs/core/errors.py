@@ -30,3 +30,11 @@ class FailedFast(RetrievalFailed):
 
 class StorageFull(DicomFSError):
     """The cache's disk is full (ENOSPC)."""
+
+
+class NotDicom(DicomFSError):
+    """A file written into ``upload/`` is no DICOM Part 10 file the PACS could store (EINVAL)."""
+
+
+class StoreRejected(PacsError):
+    """The PACS answered a C-STORE with a failure status (EIO); the message names the status."""
