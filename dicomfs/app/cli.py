@@ -140,6 +140,9 @@ def run_demo(argv: Sequence[str]) -> int:
         localaddress="127.0.0.1",
         localport=local_port,
         cachedir=cachedir,
+        # The demo archive keeps what is copied into upload/ (demo.scp.handle_store): on unless
+        # the command line says upload=off.
+        upload=opts.upload or "upload=" not in " ".join(argv),
     )
     check_environment(opts)
     # The same files every time; written aside and renamed into place, never rewritten under a
