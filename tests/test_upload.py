@@ -13,12 +13,13 @@ import shutil
 import subprocess
 import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pydicom
 import pytest
-from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicomfs.dimse import statuses
@@ -69,26 +70,33 @@ def stores_seen(pacs: OrthancServer | DcmqrscpServer) -> int:
         return int(json.loads(response.read())["CountInstances"])
 
 
-class RefusingPacs:
-    """A storage SCP answering every C-STORE with ``status`` (and counting them); C-ECHO too."""
+class StoreScp:
+    """A storage SCP answering every C-STORE with ``status``, accepting ``syntaxes`` only; it counts
+    the C-STOREs and records the transfer syntax of each. C-ECHO too."""
 
-    def __init__(self, status: int) -> None:
+    def __init__(self, status: int, syntaxes: Sequence[str] = ALL_TRANSFER_SYNTAXES) -> None:
         self.status = status
-        self.stores = 0
+        self.syntaxes: list[str] = []  # one per C-STORE received
         self._lock = threading.Lock()
         self.port = free_port()
         self.host = HOST
-        self.ae_title = "REFUSING"
+        self.ae_title = "STORESCP"
         ae = AE(ae_title=self.ae_title)
-        ae.supported_contexts = AllStoragePresentationContexts
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, list(syntaxes))
         ae.add_supported_context(Verification)
         self._server = ae.start_server(
             (HOST, self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)]
         )
 
+    @property
+    def stores(self) -> int:
+        with self._lock:
+            return len(self.syntaxes)
+
     def _on_store(self, event: evt.Event) -> int:
         with self._lock:
-            self.stores += 1
+            self.syntaxes.append(str(event.context.transfer_syntax))
         return self.status
 
     def stop(self) -> None:
@@ -197,7 +205,7 @@ def test_non_dicom_file_fails_with_einval_and_sends_nothing(
 
 
 def test_refused_c_store_fails_with_eio_and_a_report(archive_files: list[Path], tmp_path: Path) -> None:
-    pacs = RefusingPacs(statuses.OUT_OF_RESOURCES)
+    pacs = StoreScp(statuses.OUT_OF_RESOURCES)
     try:
         options = pacs_options(pacs, tmp_path / "cache", upload="on", timeout=5)
         with mounted(tmp_path / "mnt", options) as mount:
@@ -210,6 +218,30 @@ def test_refused_c_store_fails_with_eio_and_a_report(archive_files: list[Path], 
             assert "0xA700" in report and "Out of Resources" in report and "fix:" in report
             lines = [line for line in mount.log_text().splitlines() if "0xA700" in line]
             assert len(lines) == 1, lines
+    finally:
+        pacs.stop()
+
+
+@pytest.mark.parametrize(
+    ("key", "accepted", "sent"),
+    [
+        ("axial", [ImplicitVRLittleEndian], ImplicitVRLittleEndian),  # explicit -> implicit
+        ("rle", [ExplicitVRLittleEndian], ExplicitVRLittleEndian),  # decompressed by pydicom
+        ("rle", [RLELossless, ExplicitVRLittleEndian], RLELossless),  # as it is
+    ],
+)
+def test_converted_only_when_the_pacs_needs_it(
+    archive_files: list[Path], tmp_path: Path, key: str, accepted: list[str], sent: str
+) -> None:
+    pacs = StoreScp(statuses.SUCCESS, accepted)
+    try:
+        options = pacs_options(pacs, tmp_path / "cache", upload="on", timeout=5)
+        with mounted(tmp_path / "mnt", options) as mount:
+            done = run("cp", str(series_files(archive_files, key)[0]), str(mount.mountpoint / "upload"))
+            assert done.returncode == 0, done.stderr
+            assert pacs.syntaxes == [sent]  # one C-STORE, in the syntax the PACS takes
+            converted = [line for line in mount.log_text().splitlines() if "converted to" in line]
+            assert len(converted) == (0 if sent == RLELossless else 1), converted
     finally:
         pacs.stop()
 
