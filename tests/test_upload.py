@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
@@ -74,7 +74,9 @@ class StoreScp:
     """A storage SCP answering every C-STORE with ``status``, accepting ``syntaxes`` only; it counts
     the C-STOREs and records the transfer syntax of each. C-ECHO too."""
 
-    def __init__(self, status: int, syntaxes: Sequence[str] = ALL_TRANSFER_SYNTAXES) -> None:
+    def __init__(
+        self, status: int, syntaxes: Sequence[str] = ALL_TRANSFER_SYNTAXES, sop_classes: Sequence[str] = ()
+    ) -> None:
         self.status = status
         self.syntaxes: list[str] = []  # one per C-STORE received
         self._lock = threading.Lock()
@@ -83,7 +85,8 @@ class StoreScp:
         self.ae_title = "STORESCP"
         ae = AE(ae_title=self.ae_title)
         for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, list(syntaxes))
+            if not sop_classes or context.abstract_syntax in sop_classes:
+                ae.add_supported_context(context.abstract_syntax, list(syntaxes))
         ae.add_supported_context(Verification)
         self._server = ae.start_server(
             (HOST, self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)]
@@ -242,6 +245,26 @@ def test_converted_only_when_the_pacs_needs_it(
             assert pacs.syntaxes == [sent]  # one C-STORE, in the syntax the PACS takes
             converted = [line for line in mount.log_text().splitlines() if "converted to" in line]
             assert len(converted) == (0 if sent == RLELossless else 1), converted
+    finally:
+        pacs.stop()
+
+
+def test_sop_class_not_accepted_is_eio_and_the_pacs_stays_up(
+    archive_files: list[Path], tmp_path: Path
+) -> None:
+    pacs = StoreScp(statuses.SUCCESS, sop_classes=[CTImageStorage])
+    try:
+        options = pacs_options(pacs, tmp_path / "cache", upload="on", timeout=5)
+        with mounted(tmp_path / "mnt", options) as mount:
+            mr = series_files(archive_files, "t2")[0]
+            done = run("cp", str(mr), str(mount.mountpoint / "upload"))
+            assert done.returncode != 0 and "Input/output error" in done.stderr
+            report = (mount.mountpoint / "upload" / "failed" / f"{mr.name}.txt").read_text()
+            assert "accepts no presentation context for MR Image Storage" in report
+            done = run("cp", str(series_files(archive_files, "axial")[0]), str(mount.mountpoint / "upload"))
+            assert done.returncode == 0, done.stderr  # a refusal is an answer: not taken for an outage
+            assert pacs.stores == 1
+            assert "unreachable" not in mount.log_text()
     finally:
         pacs.stop()
 

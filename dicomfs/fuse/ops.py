@@ -67,8 +67,6 @@ def is_probe(path: str) -> bool:
     parts = [part for part in path.split("/") if part]
     if parts and parts[0] == CONTROL_DIR:
         parts = parts[1:]
-    if upload_path(path) is not None:
-        return False  # the names there are the user's own (rsync's ".name.XXXXXX")
     return any(part.startswith(".") or part.lower() in PROBE_NAMES for part in parts)
 
 
@@ -162,7 +160,8 @@ class DicomFS(mfusepy.Operations):
     # -- lookups ------------------------------------------------------------------------------
 
     def _resolve(self, path: str) -> Node:
-        if is_probe(path):
+        # Names in upload/ are the user's own (rsync's ".name.XXXXXX"), never a desktop's probe.
+        if is_probe(path) and (self._writes is None or upload_path(path) is None):
             raise NotFound(path)
         return self._services.namespace.lookup(path)
 
