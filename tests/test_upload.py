@@ -269,6 +269,26 @@ def test_sop_class_not_accepted_is_eio_and_the_pacs_stays_up(
         pacs.stop()
 
 
+def test_in_flight_files_are_listed_and_sent_once_at_close(archive_files: list[Path], tmp_path: Path) -> None:
+    pacs = StoreScp(statuses.SUCCESS)
+    try:
+        options = pacs_options(pacs, tmp_path / "cache", upload="on", timeout=5)
+        with mounted(tmp_path / "mnt", options) as mount:
+            data = series_files(archive_files, "axial")[0].read_bytes()
+            target = mount.mountpoint / "upload" / "a.dcm"
+            with open(target, "wb", buffering=0) as out:
+                out.write(data[:1000])
+                assert os.listdir(mount.mountpoint / "upload") == ["a.dcm", "failed"]
+                assert os.stat(target).st_size == 1000  # in flight: what has been written
+                out.write(data[1000:])
+                assert pacs.stores == 0  # nothing is sent before the close
+            assert pacs.stores == 1
+            with pytest.raises(PermissionError):
+                target.read_bytes()  # write-only: the stored object is read from the tree
+    finally:
+        pacs.stop()
+
+
 def test_pacs_gone_fails_with_eio_without_a_hang(archive_files: list[Path], tmp_path: Path) -> None:
     nobody = PeerAddress(HOST, free_port(), "GONE")
     options = pacs_options(nobody, tmp_path / "cache", upload="on", timeout=3)
