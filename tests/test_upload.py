@@ -7,6 +7,7 @@ The data are the synthetic archive's files (``tests.synthetic``).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -321,4 +322,9 @@ def test_writes_outside_upload_are_erofs(
         if patients:  # uploaded by the tests above: the tree itself stays read-only
             done = run("rm", "-rf", str(root / patients[0]))
             assert done.returncode != 0 and "Read-only file system" in done.stderr
+            some_file = next((root / patients[0]).rglob("*.dcm"))
+            for write in (lambda: os.open(some_file, os.O_RDWR), lambda: os.chmod(some_file, 0o600)):
+                with pytest.raises(OSError) as caught:
+                    write()
+                assert caught.value.errno == errno.EROFS
     wait_until(lambda: not (tmp_path / "mnt").is_mount(), 10, "the unmount")
