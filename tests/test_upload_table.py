@@ -14,6 +14,7 @@ from dicomfs.app.commandline import parse_args
 from dicomfs.app.options import OptionError
 from dicomfs.core.errors import NotDicom, StoreRejected
 from dicomfs.core.ports import StoredObject
+from dicomfs.core.store import ListingCache
 from dicomfs.core.uploadfailures import MAX_FAILED
 from dicomfs.core.uploads import Uploads
 from dicomfs.core.uploadtree import DONE_GRACE_S
@@ -155,3 +156,15 @@ def test_the_kernel_mount_is_rw_only_with_upload(argv: list[str], read_only: boo
     opts = parse_args(["/mnt/pacs", *argv])
     assert opts.upload is not read_only
     assert fuse_kwargs(opts)["ro"] is read_only
+
+
+def test_expired_listings_are_stale_but_kept_for_outages(tmp_path: Path) -> None:
+    listings = ListingCache(str(tmp_path), ttl_s=300)
+    try:
+        listings.put("patients", ("a",))
+        listings.expire("patients")
+        listings.expire("nothing")  # nothing cached: nothing to do
+        assert listings.get("patients") == (("a",), False)
+        assert listings.get("nothing") is None
+    finally:
+        listings.close()

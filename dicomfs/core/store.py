@@ -307,7 +307,7 @@ class ListingCache:
         """Make ``key`` stale: its next lookup asks the PACS, but it is still served while the PACS
         cannot be reached (an upload changed the listing, issue #12)."""
         got = self.get(key)
-        if got is None:
+        if got is None or not got[1]:  # stale already (the files of one `cp -r`): no disk write
             return
         item = (0.0, got[0])
         self._remember(key, item)
