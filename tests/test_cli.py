@@ -15,6 +15,7 @@ import pytest
 
 from dicomfs.app.options import OPTIONS
 from dicomfs.app.usage import format_markdown_table
+from dicomfs.demo.samples import deterministic_uid, make_instance
 from tests.conftest import DICOMFS_AET
 from tests.mounting import (
     daemon_pids,
@@ -194,7 +195,7 @@ def test_demo_mounts_the_bundled_archive(detached_mount: Path, tmp_path: Path) -
         stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr
-    patients = os.listdir(detached_mount)
+    patients = [name for name in os.listdir(detached_mount) if name != "upload"]
     assert len(patients) == 3 and any("Müller" in name for name in patients)
     files = list(detached_mount.rglob("*.dcm"))
     assert len(files) == 40
@@ -203,3 +204,11 @@ def test_demo_mounts_the_bundled_archive(detached_mount: Path, tmp_path: Path) -
     assert sorted(p.read_bytes() for p in copy.iterdir()) == sorted(
         p.read_bytes() for p in files[0].parent.iterdir()
     )
+    # upload=on in the demo: its archive keeps what is copied into upload/ (issue #12).
+    study, series, sop = (deterministic_uid("demo-upload", part) for part in ("study", "series", "sop"))
+    new = make_instance(
+        patient_name="Upload^Demo", patient_id="DEMO-UP", study_uid=study, series_uid=series, sop_uid=sop
+    )
+    new.save_as(tmp_path / "new.dcm", enforce_file_format=True)
+    subprocess.run(["cp", str(tmp_path / "new.dcm"), str(detached_mount / "upload")], check=True)
+    assert any("(DEMO-UP)" in name for name in os.listdir(detached_mount))

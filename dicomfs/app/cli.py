@@ -84,7 +84,8 @@ def fuse_kwargs(opts: MountOptions, libfuse_major: int = 3) -> dict[str, object]
         "foreground": opts.foreground or opts.debug,
         "debug": opts.debug,
         "nothreads": opts.single_threaded,
-        "ro": True,
+        # Read-only for the kernel too, unless upload/ takes writes (every other write: EROFS).
+        "ro": not opts.upload,
         # A SOP instance never changes, so the page cache may keep file contents across opens.
         "kernel_cache": True,
         "attr_timeout": 0.0 if opts.sizes == "guarded" else attr_timeout,
@@ -139,6 +140,9 @@ def run_demo(argv: Sequence[str]) -> int:
         localaddress="127.0.0.1",
         localport=local_port,
         cachedir=cachedir,
+        # The demo archive keeps what is copied into upload/ (demo.scp.handle_store): on unless
+        # the command line says upload=off.
+        upload=opts.upload or "upload=" not in " ".join(argv),
     )
     check_environment(opts)
     # The same files every time; written aside and renamed into place, never rewritten under a

@@ -139,6 +139,10 @@ def parse_args(argv: Sequence[str], profiles: ProfileLookup | None = None) -> Mo
             fuse_options[key] = value
     if fuse_options.get("allow_other") and fuse_options.get("allow_root"):
         raise OptionError("allow_other and allow_root are mutually exclusive")
+    modes = [word for word in _split_option_words(option_words) if word in ("ro", "rw")]
+    if values.get("upload") and modes[-1:] == ["ro"]:
+        # mount(8) adds "rw" unless the fstab line says "ro": a read-only mount cannot take uploads.
+        raise OptionError("upload=on needs a writable mount, but 'ro' was given: drop 'ro' or upload=on")
     debug = "d" in flags
     return MountOptions(
         mountpoint=parse_path(positionals[-1]),

@@ -17,6 +17,7 @@ from dicomfs.core.instances import Instances
 from dicomfs.core.recentlog import RecentProblems
 from dicomfs.core.retrieval import RetrievalScheduler
 from dicomfs.core.store import InstanceStore, ListingCache
+from dicomfs.core.uploads import Uploads
 from dicomfs.core.walkguard import WalkGuard
 from dicomfs.dimse import patches, spool
 from dicomfs.dimse.admission import ExpectedOnly
@@ -24,12 +25,14 @@ from dicomfs.dimse.client import PacsAddress, PacsClient
 from dicomfs.dimse.queries import DimseQueries
 from dicomfs.dimse.receiver import InstanceReceiver
 from dicomfs.dimse.scp import StorageSCP
+from dicomfs.dimse.sender import DimseSender
 from dicomfs.dimse.strategy import DimseRetrieval
 from dicomfs.views import naming
 from dicomfs.views.control import CONTROL_DIR, ControlView
 from dicomfs.views.hierarchy import PatientHierarchy, base_name
-from dicomfs.views.node import Namespace
+from dicomfs.views.node import Namespace, View
 from dicomfs.views.root import Root
+from dicomfs.views.uploads import UPLOAD_DIR, UploadView
 
 LOGGER = logging.getLogger(__name__)
 
@@ -64,6 +67,8 @@ class MountServices:
     """
 
     namespace: Namespace
+    #: The upload table with ``upload=on`` (the FUSE front end writes into it), else None.
+    uploads: Uploads | None = None
 
     def __init__(
         self, opts: MountOptions, hooks: Sequence[tuple[Callable[[], None], Callable[[], None]]] = ()
@@ -163,7 +168,12 @@ class MountServices:
         )
         # /.dicomfs/status.json: hidden from listings (dicomfs status reads it).
         control = ControlView(status.report, hierarchy.mount_time)
-        self.namespace = Root(hierarchy, hidden={CONTROL_DIR: control})
+        mounts: dict[str, View] = {}
+        if opts.upload:
+            # cp into upload/: one C-STORE per closed file; the listings it changes go stale.
+            self.uploads = Uploads(DimseSender(self.client), self.store.new_partial, self.catalog.stored)
+            mounts[UPLOAD_DIR] = UploadView(self.uploads, hierarchy.mount_time)
+        self.namespace = Root(hierarchy, mounts=mounts, hidden={CONTROL_DIR: control})
         LOGGER.info("mounted %s at %s (retrieve=%s)", prefix, opts.mountpoint, opts.retrieve)
         # FUSE init() runs once the kernel has mounted us: a Type=notify unit is ready now.
         notify.notify(notify.READY, f"STATUS=serving {prefix} at {opts.mountpoint}")

@@ -9,8 +9,9 @@ and mount.fuse3 has added ``dev,suid`` unless ``nodev``/``nosuid`` were given an
 ``nofail``, ``auto``, ``_netdev`` and friends. Anything may still arrive when dicomfs is run from a
 systemd mount unit or by hand, so every one of these words is accepted here:
 
-- ``ro`` is what dicomfs always is; ``rw`` (which mount(8) adds when ``ro`` is not given) is ignored:
-  the mount stays read-only and writes fail with EROFS;
+- ``ro`` and ``rw`` (which mount(8) adds when ``ro`` is not given) are accepted: the tree is
+  read-only either way and writes fail with EROFS; only ``upload=on`` makes the kernel mount ``rw``
+  (for ``upload/``), and ``ro`` next to ``upload=on`` is refused (``commandline.parse_args``);
 - ``dev``/``suid`` are ignored: dicomfs never asks libfuse for them, so a PACS mount stays
   ``nodev,nosuid`` (libfuse's default, also for root);
 - ``noexec`` is an option of the table (passed to libfuse); ``exec``, the atime and sync words are

@@ -159,6 +159,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("uid", UID, None, "owner of every file and directory (ID or name)", "the mounting user"),
     Option("gid", GID, None, "group of every file and directory (ID or name)", "the mounting group"),
     Option("nonempty", BOOL, False, "mount over a non-empty directory or an existing mount point"),
+    Option(
+        "upload",
+        BOOL,
+        False,
+        "a writable upload/ directory: each file copied into it is sent to the PACS by C-STORE",
+    ),
     Option("allow_other", BOOL, False, "FUSE: let other users access the mount", fuse=True),
     Option("allow_root", BOOL, False, "FUSE: let root access the mount", fuse=True),
     Option("default_permissions", BOOL, False, "FUSE: let the kernel check permissions", fuse=True),
@@ -229,6 +235,7 @@ class MountOptions:
     uid: int | None = _default("uid")
     gid: int | None = _default("gid")
     nonempty: bool = _default("nonempty")
+    upload: bool = _default("upload")
     foreground: bool = False
     debug: bool = False
     single_threaded: bool = False

@@ -15,6 +15,7 @@ the background (:class:`Prefetcher`). This module knows no file names, no FUSE a
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -22,7 +23,8 @@ from dataclasses import replace
 from dicomfs.core.errors import FailedFast, NotFound, PacsError
 from dicomfs.core.flight import LocksWhileInUse
 from dicomfs.core.levels import Describe, Found, LevelFinder, StudyTime
-from dicomfs.core.ports import QueryService
+from dicomfs.core.model import PatientKey
+from dicomfs.core.ports import QueryService, StoredObject
 from dicomfs.core.prefetch import Prefetcher
 from dicomfs.core.records import (
     InstanceRecord,
@@ -163,6 +165,39 @@ class Catalog:
         if isinstance(parent, InstanceRecord):
             raise NotFound(self._describe(parent))
         return self._children(parent)
+
+    def stored(self, stored: StoredObject) -> None:
+        """An upload stored ``stored`` in the PACS: the listings that must show it go stale now.
+
+        The root, the patient's studies, the study's series and the series' instances (for every
+        person the cached root knows under that Patient ID, and the plain ID when it knows none),
+        plus :meth:`matching_keys_of`. Expired, not dropped: they still serve while the PACS is
+        down. The kernel asks again at the next readdir (directories are not cached by FUSE).
+        """
+        root = f"{self._prefix}/{listing_key(None)}"
+        cached = self._listings.get(root)
+        people = [
+            record.key.text
+            for record in (cached[0] if cached else ())
+            if isinstance(record, PatientRecord) and record.patient_id == stored.patient_id
+        ]
+        keys = [listing_key(None)]
+        for person in people or [PatientKey(stored.patient_id).text]:
+            keys += [
+                f"studies/{json.dumps([person], ensure_ascii=False)}",
+                f"series/{json.dumps([person, stored.study_uid], ensure_ascii=False)}",
+                f"instances/{json.dumps([person, stored.study_uid, stored.series_uid], ensure_ascii=False)}",
+            ]
+        keys += self.matching_keys_of(stored)
+        for key in keys:
+            self._listings.expire(f"{self._prefix}/{key}")
+
+    def matching_keys_of(self, stored: StoredObject) -> list[str]:
+        """Hook for the views' matching listings (``matching/...``, by-date, by-id, by-accession,
+        by-uid) that a stored object may join: their ``listing_key``-style keys, relative to the
+        archive's prefix. None yet: the views add them (StudyDate, PatientID, AccessionNumber and
+        StudyInstanceUID of ``stored`` are what they match on)."""
+        return []
 
     def cached_instances(self, series: SeriesRecord) -> tuple[InstanceRecord, ...] | None:
         """The series' listing if it is cached (fresh or stale), else None; never asks the PACS."""

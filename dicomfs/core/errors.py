@@ -30,3 +30,13 @@ class FailedFast(RetrievalFailed):
 
 class StorageFull(DicomFSError):
     """The cache's disk is full (ENOSPC)."""
+
+
+class NotDicom(DicomFSError):
+    """A file written into ``upload/`` is no DICOM Part 10 file the PACS could store (EINVAL)."""
+
+
+class StoreRejected(QueryRefused):
+    """The PACS refused an upload (EIO): a C-STORE failure status, or its SOP class or transfer
+    syntax not accepted; the message names the status, the cause and the fix. An answer, so the
+    PACS is not taken for down (``dimse.associations``)."""

@@ -8,6 +8,7 @@ waits for instances through these interfaces, and the DIMSE package supplies the
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from dicomfs.core.model import SeriesKey, SeriesRef
@@ -140,4 +141,43 @@ class QueryService(Protocol):
         """IMAGE-level rows of one series with SOPInstanceUID, InstanceNumber, and the parents'
         StudyInstanceUID, SeriesInstanceUID, PatientID, PatientName (IssuerOfPatientID too
         with ``with_issuer``: it may cost the archive a file read per instance)."""
+        ...
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """What one C-STORE put into the PACS: the identity the listings that must change are keyed by.
+
+    Attributes
+    ----------
+    patient_id, issuer : str
+        Patient ID (0010,0020) and Issuer of Patient ID (0010,0021, '' when absent).
+    study_uid, series_uid, sop_uid : str
+        Study, Series and SOP Instance UIDs.
+    study_date, accession : str
+        StudyDate (DA text) and AccessionNumber, '' when absent (for the views' matching listings).
+    transfer_syntax : str
+        The transfer syntax UID it was sent in (the file's own unless converted).
+    """
+
+    patient_id: str
+    issuer: str
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    study_date: str = ""
+    accession: str = ""
+    transfer_syntax: str = ""
+
+
+class StoreService(Protocol):
+    """C-STORE of one uploaded file (``dicomfs.dimse.sender.DimseSender``)."""
+
+    def store(self, path: str) -> StoredObject:
+        """Send the DICOM Part 10 file at ``path`` to the PACS as one C-STORE.
+
+        Raises ``NotDicom`` for a file that is no DICOM Part 10 file (or one no accepted
+        transfer syntax can carry), ``StoreRejected`` for a failure status, ``PacsError`` when
+        the PACS cannot be reached or does not answer within ``timeout``.
+        """
         ...

@@ -303,6 +303,16 @@ class ListingCache:
         self._memory.pop(key, None)
         self._disk.call(lambda disk: disk.delete(key, retry=True))
 
+    def expire(self, key: str) -> None:
+        """Make ``key`` stale: its next lookup asks the PACS, but it is still served while the PACS
+        cannot be reached (an upload changed the listing, issue #12)."""
+        got = self.get(key)
+        if got is None or not got[1]:  # stale already (the files of one `cp -r`): no disk write
+            return
+        item = (0.0, got[0])
+        self._remember(key, item)
+        self._disk.call(lambda disk: disk.set(key, item, retry=True))
+
     def put_many(self, items: Iterable[tuple[str, Any]]) -> None:
         """Several puts in one disk transaction (the root listing fills thousands at once)."""
         stored_at = time.time()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import re
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,13 +238,27 @@ class ArchiveIndex:
     """The in-memory index of a folder: instances grouped per Q/R level, and query matching."""
 
     def __init__(self, instances: Iterable[IndexedInstance], ae_title: str) -> None:
-        self.instances = tuple(instances)
-        self._entities: dict[str, list[Entity]] = {}
+        self._ae_title = ae_title
+        self._adding = threading.Lock()
+        self._index(tuple(instances))
+
+    def _index(self, instances: tuple[IndexedInstance, ...]) -> None:
+        entities: dict[str, list[Entity]] = {}
         for level in LEVEL_KEYS:
             groups: dict[tuple[str, ...], list[IndexedInstance]] = {}
-            for instance in self.instances:
+            for instance in instances:
                 groups.setdefault(entity_key(instance.dataset, level), []).append(instance)
-            self._entities[level] = [Entity(tuple(g), _summarize(g, ae_title)) for g in groups.values()]
+            entities[level] = [Entity(tuple(g), _summarize(g, self._ae_title)) for g in groups.values()]
+        # Two assignments: a query running meanwhile sees the old or the new entities, never half.
+        self.instances = instances
+        self._entities = entities
+
+    def add(self, instance: IndexedInstance) -> None:
+        """Index a stored instance (a C-STORE), replacing one of the same identity; O(n), a demo."""
+        key = entity_key(instance.dataset, "IMAGE")
+        with self._adding:
+            kept = tuple(i for i in self.instances if entity_key(i.dataset, "IMAGE") != key)
+            self._index((*kept, instance))
 
     @classmethod
     def from_folder(cls, folder: Path, ae_title: str) -> ArchiveIndex:

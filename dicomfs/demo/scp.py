@@ -4,9 +4,10 @@ It lets dicomfs run on a machine with no PACS, and gives the tests a real DIMSE 
 small PACS: C-ECHO; C-FIND, C-MOVE and C-GET on the Patient Root and Study Root Information Models
 (PS3.4 C.6.1, C.6.2), matching as :mod:`dicomfs.demo.archive` does.
 
-The index is built once in :meth:`DemoArchive.start` and never changes afterwards, so the handler
-threads read it without locks; only the C-MOVE destination table and the request counts are
-guarded by a lock.
+The index is built in :meth:`DemoArchive.start`; a C-STORE (``dicomfs`` with ``upload=on``) is
+kept under ``uploaded/`` in the folder and indexed at once (``ArchiveIndex.add`` swaps the
+index's tables whole, so handler threads read them without locks). The C-MOVE destination table
+and the request counts are guarded by a lock.
 
 Instances are sent in their stored transfer syntax and never decompressed. pynetdicom's Q/R handler
 API takes :class:`~pydicom.dataset.Dataset` objects (not file paths), so each instance is read from
@@ -16,17 +17,19 @@ disk just before its C-STORE sub-operation: one instance in memory at a time.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_context, evt
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # generated at import time
 
@@ -36,6 +39,7 @@ from dicomfs.demo.archive import (
     IndexedInstance,
     QueryError,
     build_response,
+    read_instance,
 )
 from dicomfs.dimse import statuses
 
@@ -137,6 +141,27 @@ def handle_move(
     yield from _send(event, instances)
 
 
+def handle_store(event: evt.Event, index: ArchiveIndex, folder: Path) -> int:
+    """C-STORE: keep the object under ``folder/uploaded/`` and index it (0xC000 if unreadable)."""
+    request = cast(C_STORE, event.request)
+    target = folder / "uploaded" / f"{request.AffectedSOPInstanceUID}.dcm"
+    target.parent.mkdir(exist_ok=True)
+    try:
+        spooled = event.dataset_path  # STORE_RECV_CHUNKED_DATASET (dicomfs.dimse.patches)
+    except AttributeError:
+        spooled = None
+    if spooled is not None:
+        shutil.copyfile(spooled, target)
+    else:
+        target.write_bytes(event.encoded_dataset(include_meta=True))
+    instance = read_instance(target)
+    if instance is None:
+        target.unlink()
+        return statuses.CANNOT_UNDERSTAND
+    index.add(instance)
+    return statuses.SUCCESS
+
+
 class DemoArchive:
     """Serves every DICOM file under `folder` over DIMSE on loopback.
 
@@ -209,10 +234,11 @@ class DemoArchive:
         for model in MODEL_LEVELS:
             ae.add_supported_context(model)
         # C-GET sends C-STOREs back over the requestor's association: accept its proposed SCP role
-        # (PS3.7 D.3.3.4).
+        # (PS3.7 D.3.3.4). The same contexts take C-STOREs from dicomfs's upload/ (default roles).
         for sop_class, syntaxes in get_storage_syntaxes(self.index).items():
             ae.add_supported_context(sop_class, syntaxes, scu_role=False, scp_role=True)
         handlers: list[Any] = [
+            (evt.EVT_C_STORE, handle_store, [self.index, self.folder]),
             (evt.EVT_C_FIND, self._counted("C-FIND", handle_find), [self.index]),
             (evt.EVT_C_GET, self._counted("C-GET", handle_get), [self.index]),
             (evt.EVT_C_MOVE, self._counted("C-MOVE", handle_move), [self.index, self._lookup_destination]),

@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -67,6 +68,12 @@ class PacsClient:
     def max_associations(self) -> int:
         """The current limit: ``maxassoc``, or lower once the PACS has pushed back."""
         return self._associations.limit
+
+    def associate(self, contexts: Sequence[tuple[str, Sequence[str]]]) -> AbstractContextManager[Any]:
+        """An established association proposing ``contexts`` (within our slots; released on
+        exit): for services that choose their own presentation contexts (``sender``'s C-STORE).
+        Raises as :meth:`Associations.open`."""
+        return self._associations.open(contexts)
 
     # -- services ------------------------------------------------------------------------------
 

@@ -52,7 +52,13 @@ TESTED_VERSIONS = ("3.0.",)
 #: convert). Without them dicomfs is wrong, not slower.
 REQUIRED_CONFIG = {"STORE_RECV_CHUNKED_DATASET": True, "UNRESTRICTED_STORAGE_SERVICE": True}
 #: Formatting every C-FIND identifier for a debug log nobody reads costs ~40 % of a listing.
-OPTIONAL_CONFIG = {"LOG_RESPONSE_IDENTIFIERS": False, "LOG_REQUEST_IDENTIFIERS": False}
+#: Uploads (``sender``) stream a file's data set from disk in its own transfer syntax, not
+#: decoded and held whole in memory (pynetdicom ``send_c_store`` of a path).
+OPTIONAL_CONFIG = {
+    "LOG_RESPONSE_IDENTIFIERS": False,
+    "LOG_REQUEST_IDENTIFIERS": False,
+    "STORE_SEND_CHUNKED_DATASET": True,
+}
 _install_lock = threading.Lock()
 #: Running users of the patches (mounts, in-process namespaces); the last to go restores pynetdicom.
 _users = 0

@@ -2,7 +2,8 @@
 
 A thin adapter in the manner of ratarmount's FuseMount: it never speaks DIMSE and knows no DICOM
 levels, only directory and file nodes (``dicomfs.views.node``). The tree is read-only, so every
-modifying call answers EROFS (the mount is also ``ro`` for the kernel).
+modifying call answers EROFS (the mount is also ``ro`` for the kernel), but under ``upload/``
+with ``upload=on``: there ``dicomfs.fuse.writes`` takes them (the mount is then ``rw``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dicomfs.fuse.fdreply import reply_with_fd
 from dicomfs.fuse.lookups import SeenPaths, ask_parallel_dirops, libfuse_version
 from dicomfs.fuse.modes import Ownership
 from dicomfs.fuse.session import SessionWatch
+from dicomfs.fuse.writes import WRITE_FLAGS, UploadWrites, upload_path
 from dicomfs.views.attributes import PREFIX as ATTRIBUTE_PREFIX
 from dicomfs.views.control import CONTROL_DIR
 from dicomfs.views.node import Namespace, Node
@@ -130,6 +132,8 @@ class DicomFS(mfusepy.Operations):
         #: Open files whose contents are a snapshot per open (``Node.volatile``): served with
         #: direct I/O, so the page cache (``kernel_cache``) never shows an older one.
         self.direct_io_fds: set[int] = set()
+        #: The writing calls under upload/ (``upload=on``), set once the services have started.
+        self._writes: UploadWrites | None = None
 
     # -- lifecycle: threads start after libfuse has daemonized ---------------------------------
 
@@ -138,6 +142,9 @@ class DicomFS(mfusepy.Operations):
         if conn is not None:
             self.lookups_wait = ask_parallel_dirops(conn, config, loaded_libfuse_version())
         self._services.start()
+        uploads = getattr(self._services, "uploads", None)
+        if uploads is not None:
+            self._writes = UploadWrites(uploads)
         # A signal or an unmount must not wait for the transfers that readers wait for.
         self._session_watch = SessionWatch(mfusepy._libfuse, self._services.end_retrievals)
         self._session_watch.start()
@@ -154,7 +161,8 @@ class DicomFS(mfusepy.Operations):
     # -- lookups ------------------------------------------------------------------------------
 
     def _resolve(self, path: str) -> Node:
-        if is_probe(path):
+        # Names in upload/ are the user's own (rsync's ".name.XXXXXX"), never a desktop's probe.
+        if is_probe(path) and (self._writes is None or upload_path(path) is None):
             raise NotFound(path)
         return self._services.namespace.lookup(path)
 
@@ -205,7 +213,7 @@ class DicomFS(mfusepy.Operations):
     @translate_errors
     def access(self, path: str, amode: int) -> int:
         if amode & os.W_OK:
-            raise mfusepy.FuseOSError(errno.EROFS)
+            self._writable(path)
         self._resolve(path)
         return 0
 
@@ -213,8 +221,8 @@ class DicomFS(mfusepy.Operations):
 
     @translate_errors
     def open(self, path: str, flags: int) -> int:
-        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT):
-            raise mfusepy.FuseOSError(errno.EROFS)
+        if flags & WRITE_FLAGS:
+            return self._writable(path).open(path, flags)
         node = self._resolve(path)
         if node.is_dir:
             raise mfusepy.FuseOSError(errno.EISDIR)
@@ -234,6 +242,8 @@ class DicomFS(mfusepy.Operations):
         return 0
 
     def release(self, path: str, fh: int) -> int:
+        if self._writes is not None and self._writes.owns(fh):
+            return self._writes.release(path, fh)
         self.direct_io_fds.discard(fh)
         os.close(fh)
         return 0
@@ -275,5 +285,47 @@ class DicomFS(mfusepy.Operations):
 
     # -- everything that would change the tree --------------------------------------------------
 
-    chmod = chown = create = link = mkdir = mknod = rename = rmdir = _read_only
-    setxattr = removexattr = symlink = truncate = unlink = utimens = write = _read_only
+    link = mknod = setxattr = removexattr = symlink = _read_only
+
+    def _writable(self, path: str) -> UploadWrites:
+        """The upload writer for a path under ``upload/`` (``upload=on``); EROFS anywhere else."""
+        if self._writes is None or upload_path(path) is None:
+            raise mfusepy.FuseOSError(errno.EROFS)
+        return self._writes
+
+    def create(self, path: str, mode: int, fi: Any = None) -> int:
+        return self._writable(path).create(path)
+
+    def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
+        return self._writable(path).write(path, data, offset, fh)
+
+    def flush(self, path: str, fh: int) -> int:
+        """close(2) answers what this answers: an upload is sent here (``fuse.writes``)."""
+        if self._writes is not None and self._writes.owns(fh):
+            return self._writes.flush(path, fh)
+        return 0
+
+    def truncate(self, path: str, length: int, fh: int | None = None) -> int:
+        return self._writable(path).truncate(path, length, fh)
+
+    def mkdir(self, path: str, mode: int) -> int:
+        return self._writable(path).mkdir(path)
+
+    def rmdir(self, path: str) -> int:
+        return self._writable(path).rmdir(path)
+
+    def unlink(self, path: str) -> int:
+        return self._writable(path).unlink(path)
+
+    def rename(self, old: str, new: str) -> int:
+        self._writable(new)
+        return self._writable(old).rename(old, new)
+
+    def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
+        return self._writable(path).utimens(path, times)
+
+    def chmod(self, path: str, mode: int) -> int:
+        return self._writable(path).chmod(path, mode)
+
+    def chown(self, path: str, uid: int, gid: int) -> int:
+        return self._writable(path).chown(path, uid, gid)
