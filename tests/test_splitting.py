@@ -59,30 +59,33 @@ def _uids(rows: list[Row]) -> set[str]:
     return {row["StudyInstanceUID"] for row in rows}
 
 
+LAST = datetime.date(2026, 12, 31)
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        ("", (datetime.date(1900, 1, 1), datetime.date(9999, 12, 31))),
-        ("20240301", (datetime.date(2024, 3, 1),) * 2),
-        ("20240301-20240305", (datetime.date(2024, 3, 1), datetime.date(2024, 3, 5))),
-        ("20240301-", (datetime.date(2024, 3, 1), datetime.date(9999, 12, 31))),
-        ("-20240301", (datetime.date(1900, 1, 1), datetime.date(2024, 3, 1))),
+        ("", (datetime.date(1900, 1, 1), LAST, True)),
+        ("20240301", (datetime.date(2024, 3, 1), datetime.date(2024, 3, 1), False)),
+        ("20240301-20240305", (datetime.date(2024, 3, 1), datetime.date(2024, 3, 5), False)),
+        ("20240301-", (datetime.date(2024, 3, 1), LAST, True)),
+        ("-20240301", (datetime.date(1900, 1, 1), datetime.date(2024, 3, 1), False)),
         ("2024*", None),
         ("20240301\\20240302", None),
         ("20240305-20240301", None),
         ("garbage", None),
     ],
 )
-def test_date_bounds(value: str, expected: tuple[datetime.date, datetime.date] | None) -> None:
-    assert date_bounds(value) == expected
+def test_date_bounds(value: str, expected: tuple[datetime.date, datetime.date, bool] | None) -> None:
+    assert date_bounds(value, LAST) == expected
 
 
 def test_range_texts() -> None:
     day = datetime.date(2024, 3, 1)
     assert date_text(day, day) == "20240301"
     assert date_text(day, datetime.date(2024, 3, 2)) == "20240301-20240302"
-    assert time_text(0, 86399) == "000000-235959.999999"
-    assert time_text(3661, 3661) == "010101-010101.999999"
+    assert time_text(0, 24 * 60 - 1) == "000000-235959.999999"
+    assert time_text(61, 61) == "010100-010159.999999"
 
 
 def test_an_uncapped_answer_is_one_query() -> None:
@@ -110,14 +113,16 @@ def test_a_crowded_day_is_split_by_time() -> None:
 
 
 def test_an_unsplittable_second_is_reported_missing_with_what_came(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="dicomfs.core.splitting")
     rows = [_study(n, "20240301", "101010") for n in range(6)]
     archive = CappingArchive(rows, cap=4)
     matches = complete_studies(archive.find, {"StudyDate": "20240301"}, where="by-date/2024-03-01")
     assert not matches.complete
     assert len(matches.rows) == 4
-    assert "2024-03-01 101010" in matches.missing
-    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 1 and "by-date/2024-03-01" in warnings[0].getMessage()
+    assert "2024-03-01 10:10" in matches.missing
+    said = [r.getMessage() for r in caplog.records if r.name == "dicomfs.core.splitting"]
+    assert len(said) == 1 and "by-date/2024-03-01" in said[0] and "incomplete" in said[0]
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]  # the caller's to say
 
 
 def test_studies_without_a_time_are_kept_and_the_day_reported() -> None:
@@ -143,3 +148,10 @@ def test_a_list_of_dates_is_not_split() -> None:
     archive = CappingArchive([_study(n, "20240301") for n in range(6)], cap=4)
     matches = complete_studies(archive.find, {"StudyDate": "20240301\\20240302"})
     assert archive.finds == 1 and len(matches.rows) == 4 and matches.missing
+
+
+def test_studies_dated_after_the_split_range_are_asked_once() -> None:
+    rows = [_study(n, "20240301") for n in range(3)] + [_study(9, "29990101")]
+    archive = CappingArchive(rows, cap=3)
+    matches = complete_studies(archive.find, {}, today=datetime.date(2024, 6, 1))
+    assert matches.complete and _uids(matches.rows) == _uids(rows)

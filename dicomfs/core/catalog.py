@@ -16,10 +16,12 @@ the background (:class:`Prefetcher`). This module knows no file names, no FUSE a
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from dicomfs.core.errors import FailedFast, NotFound, PacsError
+from dicomfs.core.errors import AnswerCapped, FailedFast, NotFound, PacsError
 from dicomfs.core.flight import LocksWhileInUse
 from dicomfs.core.levels import Describe, Found, LevelFinder, StudyTime
 from dicomfs.core.ports import QueryService
@@ -39,6 +41,10 @@ LOGGER = logging.getLogger(__name__)
 #: A fresh patient or study listing with at most this many children has their listings fetched
 #: ahead, in the background (a study's few series; not a root of thousands of patients).
 PREFETCH_MAX_CHILDREN = 8
+
+#: Capped listings remembered (for ``ttl``; oldest out first): an unsplittable listing costs
+#: the PACS up to ``splitting.MAX_SPLIT_QUERIES`` C-FINDs, not to be repeated at every ``ls``.
+MAX_CAPPED_LISTINGS = 256
 
 #: Part of every listing's cache key: a new format of the records must not meet old pickles.
 LISTING_FORMAT = "v4"
@@ -84,10 +90,14 @@ class Catalog:
     wait_s : float
         The longest a caller waits for another caller's query of the same listing, in seconds
         (then it asks the PACS itself). Derived from the mount's ``timeout``.
+    root_limit : int
+        ``rootlimit``: past this many rows the root is not listed (0: no limit; ``LevelFinder``).
 
     Every listing method raises :class:`PacsError` (or its :class:`FailedFast`, when the PACS is
     known to be down) when the PACS cannot answer and nothing is cached, and :class:`NotFound`
-    for a record that has no children (an instance).
+    for a record that has no children (an instance), and :class:`AnswerCapped` for a listing
+    the PACS capped (never a stale listing instead: a cap is no outage). A capped root is
+    remembered for ``ttl`` and logged once, so ``ls /`` does not ask the PACS each time.
     """
 
     def __init__(
@@ -99,12 +109,19 @@ class Catalog:
         study_time: StudyTime,
         describe: Describe | None = None,
         wait_s: float,
+        root_limit: int = 0,
     ) -> None:
         self._queries = queries
         self._listings = listings
         self._prefix = f"{LISTING_FORMAT}/{cache_prefix}"
         self._describe = describe or describe_by_uid
-        self._finder = LevelFinder(queries, study_time=study_time, describe=self._describe)
+        self._finder = LevelFinder(
+            queries, study_time=study_time, describe=self._describe, root_limit=root_limit
+        )
+        # Listings the PACS capped (key -> when, why): answered from here for ``ttl``; the root's
+        # cap is logged when it changes. Guarded by ``_capped_lock`` (a leaf).
+        self._capped: dict[str, tuple[float, AnswerCapped]] = {}
+        self._capped_lock = threading.Lock()
         self._flights = LocksWhileInUse(wait_s)
         self._prefetcher: Prefetcher[ParentRecord] = Prefetcher(self._prefetch, self._describe_parent)
 
@@ -197,10 +214,12 @@ class Catalog:
         got = self._listings.get(key)
         if got is not None and got[1]:
             return got[0], False
+        self._raise_if_capped(key)
         with self._flights.hold(key):
             got = self._listings.get(key)
             if got is not None and got[1]:
                 return got[0], False
+            self._raise_if_capped(key)  # another caller's query just found it capped
             down = self._queries.down_reason
             if down is not None:  # re-checked in the background: no timeout per directory meanwhile
                 if got is None:
@@ -209,6 +228,9 @@ class Catalog:
                 return got[0], False
             try:
                 found = self._complete(parent)
+            except AnswerCapped as exc:
+                self._remember_cap(key, exc, root=parent is None)
+                raise
             except PacsError as exc:
                 if got is None:
                     raise
@@ -216,6 +238,21 @@ class Catalog:
                 return got[0], False
             self._store(key, found)
             return found.records, True
+
+    def _raise_if_capped(self, key: str) -> None:
+        with self._capped_lock:
+            capped = self._capped.get(key)
+        if capped is not None and time.monotonic() - capped[0] < self._listings.ttl_s:
+            raise capped[1]
+
+    def _remember_cap(self, key: str, exc: AnswerCapped, *, root: bool) -> None:
+        with self._capped_lock:
+            before = self._capped.pop(key, None)
+            while len(self._capped) >= MAX_CAPPED_LISTINGS:
+                self._capped.pop(next(iter(self._capped)))
+            self._capped[key] = (time.monotonic(), exc)
+        if root and (before is None or str(before[1]) != str(exc)):
+            LOGGER.warning("the root lists no patients: %s; it shows the other views instead", exc)
 
     def _store(self, key: str, found: Found) -> None:
         self._listings.put(key, found.records)

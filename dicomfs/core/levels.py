@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from dicomfs.core.errors import AnswerCapped
 from dicomfs.core.model import PatientKey, identify_patients
 from dicomfs.core.persons import SplitPatients
 from dicomfs.core.ports import QueryService
@@ -61,12 +62,18 @@ class LevelFinder:
         A study's date and time as seconds since the epoch (``naming.study_time``).
     describe : Describe
         How log lines name a record (the directory name the views give it).
+    root_limit : int
+        ``rootlimit``: the most rows the root's C-FIND may bring (0: no limit). It is asked for
+        one more (and cancelled there), so a root past the limit costs no more than that.
 
     Thread-safe: the one piece of state, :class:`SplitPatients`, has its own lock.
     """
 
-    def __init__(self, queries: QueryService, *, study_time: StudyTime, describe: Describe) -> None:
+    def __init__(
+        self, queries: QueryService, *, study_time: StudyTime, describe: Describe, root_limit: int = 0
+    ) -> None:
         self._queries = queries
+        self._root_limit = root_limit
         self._study_time = study_time
         self._describe = describe
         # Patient IDs whose studies showed several persons, for the root.
@@ -82,9 +89,16 @@ class LevelFinder:
 
         From PATIENT-level rows where the PACS answers them; else from every study (and then the
         same answer gives every patient's studies, in :attr:`Found.also`).
+
+        Raises
+        ------
+        AnswerCapped
+            The root is past ``root_limit`` rows, or the PACS capped or refused it for its size.
         """
-        rows = self._queries.patients()
+        limit = self._root_limit + 1 if self._root_limit > 0 else None
+        rows = self._queries.patients(limit)
         if rows is not None:
+            self._within_root_limit(rows, "patients")
             # An empty Patient ID is still a patient (study-level listings show it too).
             rows = unique_rows(
                 rows, "PatientID", "PATIENT", required=False, also=("IssuerOfPatientID", "PatientName")
@@ -92,8 +106,10 @@ class LevelFinder:
             keys = identify_patients([patient_of(row) for row in rows])
             shown = {key: (row, 0.0) for key, row in zip(keys, rows, strict=True)}
             return Found(self._patient_records(self._split.replace(shown)))
+        rows = self._queries.studies("", limit)
+        self._within_root_limit(rows, "studies")
         rows = unique_rows(
-            self._queries.studies(""),
+            rows,
             "StudyInstanceUID",
             "STUDY",
             also=("PatientID", "IssuerOfPatientID", "PatientName"),
@@ -110,6 +126,13 @@ class LevelFinder:
         patients = self._patient_records(shown)
         also = tuple((p, self._study_records(p, by_patient[p.key])) for p in patients)
         return Found(patients, also)
+
+    def _within_root_limit(self, rows: list[Row], what: str) -> None:
+        if 0 < self._root_limit < len(rows):
+            raise AnswerCapped(
+                f"more than {self._root_limit} {what} at the root (rootlimit={self._root_limit})",
+                len(rows),
+            )
 
     def _patient_records(self, shown: dict[PatientKey, tuple[Row, float]]) -> tuple[PatientRecord, ...]:
         self._split.log_new(shown)

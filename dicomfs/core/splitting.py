@@ -5,7 +5,7 @@ Many PACSes cap a C-FIND answer (Orthanc's ``LimitFindResults``, dcm4chee's
 capped answer from a whole one and raises :class:`~dicomfs.core.errors.AnswerCapped`. Here the
 query is asked again in parts that each stay under the cap: the StudyDate range halved until every
 part answers whole, and a single day split by StudyTime ranges (halves of the day, down to one
-second). The parts are disjoint, so their rows add up to the answer.
+minute). The parts are disjoint, so their rows add up to the answer.
 
 What this relies on: range matching of DA and TM (PS3.4 C.2.2.2.5): ``A-B`` matches the values
 from A to B inclusive, ``A-`` and ``-B`` are open. Its limits, said in the marker where they strike:
@@ -15,7 +15,7 @@ from A to B inclusive, ``A-`` and ``-B`` are open. Its limits, said in the marke
   C.2.2.2.3), so such studies are found only where the first, capped answer happened to hold
   them (those rows are kept) and may otherwise be missing: when the query had no date of its
   own, :attr:`Matches.missing` never promises them;
-- a single second holding more studies than the cap cannot be split further (by these keys):
+- a single minute holding more studies than the cap cannot be split further (by these keys):
   its part keeps the rows that came and :attr:`Matches.missing` says so;
 - at most ``max_queries`` C-FINDs per answer (:data:`MAX_SPLIT_QUERIES`), so a huge archive
   behind a small cap costs a bounded load; past it the rest is reported missing.
@@ -44,14 +44,19 @@ FindStudies = Callable[[Mapping[str, str]], list[Row]]
 #: while bounding what one `ls` can ask of a shared PACS.
 MAX_SPLIT_QUERIES = 256
 
-#: Bounds of an open date range: no study is dated before 1900; DA's largest value above.
+#: The lower bound of an open date range: no study is dated before 1900. The upper bound is a
+#: year after today (:data:`FUTURE_DAYS`); later dates are asked in one open part of their own.
 FIRST_DAY = datetime.date(1900, 1, 1)
-LAST_DAY = datetime.date(9999, 12, 31)
+FUTURE_DAYS = 366
+
+#: The smallest StudyTime range asked: one minute (a day halves into it in 11 steps; seconds
+#: would take 17, and a minute holding more studies than a cap is as unsplittable).
+MINUTE = 60
 
 #: The parts named in the one-line ``missing`` text at most.
 MAX_NAMED_PARTS = 3
 
-_LAST_SECOND = 24 * 3600 - 1
+_MINUTES = 24 * 60
 
 
 def _day(text: str) -> datetime.date | None:
@@ -61,24 +66,25 @@ def _day(text: str) -> datetime.date | None:
         return None
 
 
-def date_bounds(value: str) -> tuple[datetime.date, datetime.date] | None:
-    """The inclusive days a StudyDate matching value covers, or None when it is no plain range.
+def date_bounds(value: str, last_day: datetime.date) -> tuple[datetime.date, datetime.date, bool] | None:
+    """The inclusive days a StudyDate matching value covers, and whether it is open above.
 
-    ``""`` (universal) and open ends cover :data:`FIRST_DAY` to :data:`LAST_DAY`; a single
-    date covers one day; lists, wildcards and DT-style values give None (not split).
+    ``""`` (universal) and open ends cover :data:`FIRST_DAY` to ``last_day`` (open above: the
+    days after ``last_day`` are a part of their own); a single date covers one day; lists,
+    wildcards and DT-style values give None (not split).
     """
     value = value.strip()
     if not value:
-        return FIRST_DAY, LAST_DAY
+        return FIRST_DAY, last_day, True
     low, dash, high = value.partition("-")
     if not dash:
         day = _day(value)
-        return (day, day) if day else None
+        return (day, day, False) if day else None
     first = _day(low) if low.strip() else FIRST_DAY
-    last = _day(high) if high.strip() else LAST_DAY
+    last = _day(high) if high.strip() else last_day
     if first is None or last is None or first > last:
         return None
-    return first, last
+    return first, last, not high.strip()
 
 
 def date_text(first: datetime.date, last: datetime.date) -> str:
@@ -89,13 +95,10 @@ def date_text(first: datetime.date, last: datetime.date) -> str:
 
 
 def time_text(first: int, last: int) -> str:
-    """A StudyTime range for seconds ``first`` to ``last`` of the day, inclusive: the upper
-    bound carries ``.999999`` so that fractions of its last second match (PS3.5 TM)."""
-
-    def hhmmss(second: int) -> str:
-        return f"{second // 3600:02d}{second // 60 % 60:02d}{second % 60:02d}"
-
-    return f"{hhmmss(first)}-{hhmmss(last)}.999999"
+    """A StudyTime range for minutes ``first`` to ``last`` of the day, inclusive: from the first
+    minute's second 0 to the last one's ``59.999999``, so that every second and fraction of it
+    matches (PS3.5 TM)."""
+    return f"{first // 60:02d}{first % 60:02d}00-{last // 60:02d}{last % 60:02d}59.999999"
 
 
 def _identity(row: Row) -> tuple[str, str]:
@@ -153,17 +156,28 @@ class _Split:
                 else:
                     self.keep(got)
 
+    def later(self, last: datetime.date, capped: AnswerCapped) -> None:
+        """The studies dated after ``last`` (an open range's far end): one part, never split."""
+        after = last + datetime.timedelta(days=1)
+        got = self.ask({"StudyDate": f"{after:%Y%m%d}-"})
+        if got is None:
+            self.keep(capped.partial)
+        elif isinstance(got, AnswerCapped):
+            self._stays_capped(f"dated after {last:%Y-%m-%d}", got)
+        else:
+            self.keep(got)
+
     def day(self, day: datetime.date, capped: AnswerCapped) -> None:
         """Every study of one ``day`` (its own answer ``capped``), by StudyTime ranges."""
         if "StudyTime" in self.keys and self.keys["StudyTime"].strip():
             self._stays_capped(f"{day:%Y-%m-%d} ({self.keys['StudyTime']})", capped)
             return
         found: set[tuple[str, str]] = set()
-        stack = [(0, _LAST_SECOND, capped)]
+        stack = [(0, _MINUTES - 1, capped)]
         while stack:
             low, high, exc = stack.pop()
             if low == high:
-                self._stays_capped(f"{day:%Y-%m-%d} {time_text(low, low)[:6]}", exc)
+                self._stays_capped(f"{day:%Y-%m-%d} {low // 60:02d}:{low % 60:02d}", exc)
                 found.update(_identity(row) for row in exc.partial)
                 continue
             middle = (low + high) // 2
@@ -212,7 +226,12 @@ class _Split:
 
 
 def complete_studies(
-    find: FindStudies, keys: Mapping[str, str], *, max_queries: int = MAX_SPLIT_QUERIES, where: str = ""
+    find: FindStudies,
+    keys: Mapping[str, str],
+    *,
+    max_queries: int = MAX_SPLIT_QUERIES,
+    where: str = "",
+    today: datetime.date | None = None,
 ) -> Matches:
     """Every study matching ``keys``, asking in parts below the PACS's cap where it caps.
 
@@ -225,8 +244,11 @@ def complete_studies(
         single date or a range to be split (lists and wildcards are not split).
     max_queries : int
         The most C-FINDs this answer may cost (the first included).
+    today : datetime.date or None
+        The date an open range's upper part starts a year after (None: today's, local time).
     where : str
-        Names the listing in the one WARNING logged when the answer stays incomplete.
+        Names the listing in the INFO line saying how many C-FINDs the answer took. An
+        incomplete answer is not logged as a warning here: the caller that shows it does, once.
 
     Returns
     -------
@@ -243,21 +265,24 @@ def complete_studies(
     except AnswerCapped as exc:
         capped = exc
     split = _Split(find, keys, max_queries, queries=1)
-    bounds = date_bounds(keys.get("StudyDate", ""))
+    last_day = (today or datetime.date.today()) + datetime.timedelta(days=FUTURE_DAYS)
+    bounds = date_bounds(keys.get("StudyDate", ""), last_day)
     if bounds is None:
         split._stays_capped(f"StudyDate {keys.get('StudyDate', '')!r}", capped)
     else:
-        split.dates(bounds[0], bounds[1], capped)
+        first, last, open_above = bounds
+        if open_above:
+            split.later(last, capped)
+        split.dates(first, last, capped)
         # Undated studies match no date range: those the capped answer held are kept.
         split.keep([row for row in capped.partial if not row.get("StudyDate", "").strip()])
     matches = Matches(list(split.rows.values()), split.missing())
-    if matches.missing:
-        LOGGER.warning("%s: %s", where or "a study query", matches.missing)
-    else:
-        LOGGER.info(
-            "%s: the PACS capped the answer; %d studies listed in %d C-FINDs",
-            where or "a study query",
-            len(matches.rows),
-            split.queries,
-        )
+    # INFO only: an incomplete answer is logged once by whoever shows it (with its marker).
+    LOGGER.info(
+        "%s: the PACS capped the answer; %d studies in %d C-FINDs%s",
+        where or "a study query",
+        len(matches.rows),
+        split.queries,
+        "; incomplete" if matches.missing else "",
+    )
     return matches

@@ -100,13 +100,17 @@ class ControlView:
         """
         if node.is_dir:
             raise NotFound(node.name)
-        data = render(self._report())
-        fd = os.memfd_create("dicomfs-status", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        try:
-            os.write(fd, data)  # a memfd (shmem) takes the whole buffer in one write
-            # Sealed: the snapshot can no longer change or change size (memfd_create(2)).
-            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+        return sealed_memfd("dicomfs-status", render(self._report()))
+
+
+def sealed_memfd(name: str, data: bytes) -> int:
+    """A read-only snapshot of ``data``: an anonymous memory file, sealed, so it can no longer
+    change or change size (memfd_create(2)). Raises OSError when there is no memory for it."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.write(fd, data)  # a memfd (shmem) takes the whole buffer in one write
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
