@@ -2,12 +2,11 @@
 
 One in-process capping SCP (tests/capping_pacs.py, cap 3) for the module, and the mount told its
 cap (``findlimit=3``). The archive: CAP^ALICE with 7 studies over four days (three on one day, at
-three times), CAP^CROWD with 4 studies in one second (no range can split them).
+three times), CAP^CROWD with 4 studies in one minute (no range can split them).
 """
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,20 +97,21 @@ def test_root_past_rootlimit_shows_readme_and_cancels_the_query(pacs: CappingPac
     assert len(_log_lines(log, "the root lists no patients")) == 1
 
 
-def test_capped_listings_are_split_or_never_shown_cut(pacs: CappingPacs, tmp_path: Path) -> None:
+def test_capped_listings_are_split_or_marked_incomplete(pacs: CappingPacs, tmp_path: Path) -> None:
     with mounted(tmp_path / "mnt", _options(pacs, tmp_path)) as mount:
         assert sorted(os.listdir(mount.mountpoint)) == [ALICE, CROWD]  # 2 rows: under the cap
         studies = os.listdir(mount.mountpoint / ALICE)  # 7 studies: split until whole
-        with pytest.raises(OSError) as failed:
-            os.listdir(mount.mountpoint / CROWD)  # 4 in one minute: cannot be split
-        assert failed.value.errno == errno.EIO
-        with pytest.raises(OSError):
-            os.listdir(mount.mountpoint / CROWD)  # remembered: no second split, no second line
+        crowd = sorted(os.listdir(mount.mountpoint / CROWD))  # 4 in one minute: cannot be split
+        assert sorted(os.listdir(mount.mountpoint / CROWD)) == crowd  # cached: no second line
+        marker = (mount.mountpoint / CROWD / "_INCOMPLETE_LISTING.txt").read_text()
         log = mount.log_text()
     assert sorted(name[:10] for name in studies) == sorted(
         f"{d[:4]}-{d[4:6]}-{d[6:]}" for d, _t in ALICE_STUDIES
     )
-    lines = _log_lines(log, "cannot be split further")
+    assert "_INCOMPLETE_LISTING.txt" in crowd
+    assert len(crowd) == 1 + CAP  # the marker and what came: never shown as the whole listing
+    assert "INCOMPLETE" in marker and "2023-05-05 10:10" in marker
+    lines = _log_lines(log, "listed incomplete")
     assert len(lines) == 1, log
     assert "2023-05-05 10:10" in lines[0] and "narrow the query" in lines[0]
 

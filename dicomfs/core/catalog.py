@@ -46,6 +46,9 @@ PREFETCH_MAX_CHILDREN = 8
 #: the PACS up to ``splitting.MAX_SPLIT_QUERIES`` C-FINDs, not to be repeated at every ``ls``.
 MAX_CAPPED_LISTINGS = 256
 
+#: Appended to a listing's key for the line saying what its listing lacks (kept only then).
+MISSING_SUFFIX = "#missing"
+
 #: Part of every listing's cache key: a new format of the records must not meet old pickles.
 LISTING_FORMAT = "v4"
 
@@ -186,6 +189,14 @@ class Catalog:
         got = self._listings.get(f"{self._prefix}/{listing_key(series)}")
         return got[0] if got is not None else None
 
+    def missing(self, parent: ParentRecord) -> str:
+        """What the PACS's cap kept out of ``parent``'s cached listing (``""``: nothing known).
+
+        Never asks the PACS: call it after :meth:`children`, which stores the listing and this.
+        """
+        got = self._listings.get(f"{self._prefix}/{listing_key(parent)}{MISSING_SUFFIX}")
+        return str(got[0]) if got is not None else ""
+
     def in_flight(self, parent: ParentRecord) -> int:
         """Callers querying for, or waiting for, ``parent``'s listing right now (diagnostics)."""
         return self._flights.users(f"{self._prefix}/{listing_key(parent)}")
@@ -236,7 +247,7 @@ class Catalog:
                     raise
                 LOGGER.warning("PACS unavailable (%s); serving the cached listing of %s", exc, key)
                 return got[0], False
-            self._store(key, found)
+            self._store(key, found, self._describe_parent(parent))
             return found.records, True
 
     def _raise_if_capped(self, key: str) -> None:
@@ -254,8 +265,14 @@ class Catalog:
         if root and (before is None or str(before[1]) != str(exc)):
             LOGGER.warning("the root lists no patients: %s; it shows the other views instead", exc)
 
-    def _store(self, key: str, found: Found) -> None:
+    def _store(self, key: str, found: Found, where: str) -> None:
         self._listings.put(key, found.records)
+        if found.missing:
+            # Logged once per query of it (the listing is then cached for ``ttl``), not per ``ls``.
+            LOGGER.warning("%s: listed incomplete: %s", where, found.missing)
+            self._listings.put(key + MISSING_SUFFIX, found.missing)
+        elif self._listings.get(key + MISSING_SUFFIX) is not None:
+            self._listings.discard(key + MISSING_SUFFIX)
         if found.also:
             # The same answer lists every patient's studies: save each patient directory a C-FIND.
             self._listings.put_many(
@@ -272,7 +289,7 @@ class Catalog:
         """
         find = self._finder_of(parent)
         found = find()
-        expected = -1 if parent is None else parent.count
+        expected = -1 if parent is None or found.missing else parent.count
         if 0 <= len(found.records) < expected:
             where = self._describe(parent)  # type: ignore[arg-type]  # not None: it has a count
             LOGGER.warning(

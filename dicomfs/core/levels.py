@@ -44,11 +44,15 @@ class Found:
         studies, saving each patient directory a C-FIND.
     root_outdated : bool
         A Patient ID turned out to stand for several persons: the root must be listed again.
+    missing : str
+        ``""`` when the listing is whole; else one line saying what the PACS's cap kept out of it
+        (``core.splitting``): the views show a marker entry, the catalog logs it once.
     """
 
     records: tuple[Record, ...]
     also: tuple[tuple[PatientRecord, tuple[StudyRecord, ...]], ...] = ()
     root_outdated: bool = False
+    missing: str = ""
 
 
 class LevelFinder:
@@ -160,7 +164,14 @@ class LevelFinder:
         # Padding is not significant in a Patient ID (LO, PS3.5 6.2), but PACSes match it as
         # stored: an ID sent with padding is asked for as sent and as shown (one more C-FIND).
         asked = dict.fromkeys([patient.query_id or patient.patient_id, patient.patient_id])
-        found = [row for patient_id in asked for row in self._queries.studies(patient_id)]
+        found: list[Row] = []
+        missing = ""
+        for patient_id in asked:
+            try:
+                found += self._queries.studies(patient_id)
+            except AnswerCapped as exc:  # split as far as it goes: what came, and what did not
+                found += exc.partial
+                missing = str(exc)
         # The PACS matches wildcards and treats an empty ID as "any": keep exact matches only.
         rows = [r for r in found if r["PatientID"] == patient.patient_id]
         rows = unique_rows(rows, "StudyInstanceUID", "STUDY", also=("IssuerOfPatientID", "PatientName"))
@@ -178,7 +189,7 @@ class LevelFinder:
                 patient = PatientRecord(key, patient.row, patient.mtime, patient.count, patient.query_id)
         elif patient.key.split:
             rows = [row for row in rows if patient.key.admits(*patient_of(row))]
-        return Found(self._study_records(patient, rows), root_outdated=outdated)
+        return Found(self._study_records(patient, rows), root_outdated=outdated, missing=missing)
 
     def _study_records(self, patient: PatientRecord, rows: Sequence[Row]) -> tuple[StudyRecord, ...]:
         return tuple(

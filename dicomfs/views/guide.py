@@ -53,3 +53,26 @@ def guide_text(reason: str, views: Sequence[str]) -> bytes:
         "",
     ]
     return "\n".join(lines).encode()
+
+
+#: The marker entry of a listing the PACS's cap kept incomplete (no study, series or instance
+#: name says this: theirs start with a date, a number or the instance number).
+MARKER_FILE = "_INCOMPLETE_LISTING.txt"
+
+
+def marker_text(missing: str) -> bytes:
+    """The marker file's text: what is missing from the listing it lies in, and how to narrow.
+
+    Parameters
+    ----------
+    missing : str
+        The one line that says what is missing (``core.rows.Matches.missing``, ``Found.missing``).
+    """
+    return (
+        "This listing is INCOMPLETE: the PACS caps the answers of its queries, and dicomfs could\n"
+        "not split this one into parts under the cap.\n\n"
+        f"Missing: {missing}\n\n"
+        "The entries beside this file are real, but not all there are. Narrow the query to see\n"
+        "the rest: a single day (by-date), a Patient ID (by-id), an accession number, or a query\n"
+        "directory with more keys (query/StudyDate=...,ModalitiesInStudy=...).\n"
+    ).encode()
