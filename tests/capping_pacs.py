@@ -33,6 +33,9 @@ class CappingPacs(DemoArchive):
     def __init__(self, folder: Path, cap: int, *, ae_title: str = "CAPPING") -> None:
         super().__init__(folder, ae_title=ae_title)
         self.cap = cap
+        #: The final status after ``cap`` matches: Success (a silent cut), or what a PACS that
+        #: says so answers (0xA700 refuses outright: then no match is sent; 0xB001 warns).
+        self.final_status = statuses.SUCCESS
         self.watch_cancel_after = 0
         self.cancels = 0
         self._seen = threading.Lock()
@@ -58,6 +61,10 @@ class CappingPacs(DemoArchive):
         except QueryError:
             yield statuses.IDENTIFIER_MISMATCH, None
             return
+        if self.final_status == statuses.FIND_OUT_OF_RESOURCES and len(matches) > self.cap:
+            yield statuses.FIND_OUT_OF_RESOURCES, None  # refused for its size (dcm4chee)
+            return
+        final = self.final_status if len(matches) > self.cap else statuses.SUCCESS
         for number, (entity, instance) in enumerate(matches[: self.cap], start=1):
             if event.is_cancelled:
                 yield self._cancelled()
@@ -66,7 +73,7 @@ class CappingPacs(DemoArchive):
             if self.watch_cancel_after and number >= self.watch_cancel_after and self._await_cancel(event):
                 yield self._cancelled()
                 return
-        yield statuses.SUCCESS, None  # cut silently: the answer looks whole
+        yield final, None  # Success: cut silently, the answer looks whole
 
     def _cancelled(self) -> tuple[int, None]:
         with self._seen:

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from dicomfs.core.errors import AnswerCapped
 from dicomfs.demo.samples import deterministic_uid, make_instance
+from dicomfs.dimse import statuses
 from dicomfs.dimse.client import PacsAddress, PacsClient
-from dicomfs.dimse.queries import DimseQueries
+from dicomfs.dimse.queries import DimseQueries, identifier
 from tests.capping_pacs import CappingPacs
 from tests.mounting import mounted, pacs_options
 from tests.pacs_servers import HOST
@@ -116,9 +118,38 @@ def test_capped_listings_are_split_or_marked_incomplete(pacs: CappingPacs, tmp_p
     assert "2023-05-05 10:10" in lines[0] and "narrow the query" in lines[0]
 
 
-def test_matching_studies_in_process_counts_its_c_finds(pacs: CappingPacs) -> None:
+def _client(pacs: CappingPacs, find_limit: int = CAP) -> PacsClient:
     address = PacsAddress(HOST, pacs.port, called_aet=pacs.ae_title, calling_aet="CAPTEST", timeout=10)
-    client = PacsClient(address, find_limit=CAP)
+    return PacsClient(address, find_limit=find_limit)
+
+
+@pytest.mark.parametrize(
+    ("final_status", "find_limit", "came", "words"),
+    [
+        (statuses.SUCCESS, CAP, CAP, "findlimit"),
+        (statuses.FIND_RESPONSE_LIMIT, 0, CAP, "0xB001"),
+        (statuses.FIND_OUT_OF_RESOURCES, 0, 0, "0xA700"),
+    ],
+)
+def test_a_capped_answer_is_told_from_a_whole_one(
+    pacs: CappingPacs, final_status: int, find_limit: int, came: int, words: str
+) -> None:
+    client = _client(pacs, find_limit)
+    pacs.final_status = final_status
+    try:
+        whole = client.find(identifier("STUDY", StudyDate="20240101-20240102", StudyInstanceUID=""))
+        with pytest.raises(AnswerCapped) as capped:
+            client.find(identifier("STUDY", StudyDate="", StudyInstanceUID=""))
+    finally:
+        pacs.final_status = statuses.SUCCESS
+        client.close()
+    assert len(whole) == 2  # under the cap: whole (exactly the cap would count as cut)
+    assert capped.value.count == came and len(capped.value.partial) == came
+    assert words in str(capped.value)
+
+
+def test_matching_studies_in_process_counts_its_c_finds(pacs: CappingPacs) -> None:
+    client = _client(pacs)
     try:
         before = pacs.finds
         complete = DimseQueries(client).matching_studies({"StudyDate": "20240101-20240331"})
