@@ -101,7 +101,7 @@ class MountServices:
             max_associations=opts.maxassoc,
             ssl_context=client_ssl_context(opts),
         )
-        self.client = PacsClient(address, model=opts.model)
+        self.client = PacsClient(address, model=opts.model, find_limit=opts.findlimit)
         self._started.append(self.client.close)  # its background reachability check
         self.store = InstanceStore(
             opts.cachedir, opts.cachesize, namespace=f"{opts.aec}@{opts.serveraddress}:{opts.serverport}"
@@ -151,6 +151,7 @@ class MountServices:
             # For another caller's C-FIND of the same listing: as long as a reader waits for a
             # stalled retrieval (``timeout`` bounds each C-FIND response, not the whole answer).
             wait_s=2 * opts.timeout + 5,
+            root_limit=opts.rootlimit,
         )
         self.catalog.start_prefetching()
         self._started.append(self.catalog.stop_prefetching)

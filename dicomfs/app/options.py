@@ -139,6 +139,20 @@ OPTIONS: tuple[Option, ...] = (
         3,
         "sizes=guarded: series one program may retrieve by stat alone, until it opens a file",
     ),
+    Option(
+        "rootlimit",
+        int_range(0, 10_000_000),
+        5000,
+        "most patients the root lists (rows of its C-FIND); past it, or when the PACS caps the root, "
+        "it shows the views and README.txt instead (0: no limit)",
+    ),
+    Option(
+        "findlimit",
+        int_range(0, 10_000_000),
+        0,
+        "the PACS's own cap on C-FIND answers (e.g. 500, 1000), for a PACS that cuts them and reports "
+        "success: an answer of exactly this many is taken as cut (0: unknown)",
+    ),
     Option("tls", BOOL, False, "speak DICOM over TLS (needs tlscert and tlskey)"),
     Option("tlscert", PATH, "", "TLS client certificate (PEM)", shown_default="none"),
     Option("tlskey", PATH, "", "TLS private key (PEM)", shown_default="none"),
@@ -224,6 +238,8 @@ class MountOptions:
     parallel: int = _default("parallel")
     sizes: str = _default("sizes")
     statseries: int = _default("statseries")
+    rootlimit: int = _default("rootlimit")
+    findlimit: int = _default("findlimit")
     tls: bool = _default("tls")
     tlscert: str = _default("tlscert")
     tlskey: str = _default("tlskey")

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from dicomfs.core.errors import FailedFast, NotFound, PacsError
+from dicomfs.core.errors import AnswerCapped, FailedFast, NotFound, PacsError
 from dicomfs.core.flight import LocksWhileInUse
 from dicomfs.core.levels import Describe, Found, LevelFinder, StudyTime
 from dicomfs.core.model import PatientKey
@@ -41,6 +43,13 @@ LOGGER = logging.getLogger(__name__)
 #: A fresh patient or study listing with at most this many children has their listings fetched
 #: ahead, in the background (a study's few series; not a root of thousands of patients).
 PREFETCH_MAX_CHILDREN = 8
+
+#: Capped listings remembered (for ``ttl``; oldest out first): an unsplittable listing costs
+#: the PACS up to ``splitting.MAX_SPLIT_QUERIES`` C-FINDs, not to be repeated at every ``ls``.
+MAX_CAPPED_LISTINGS = 256
+
+#: Appended to a listing's key for the line saying what its listing lacks (kept only then).
+MISSING_SUFFIX = "#missing"
 
 #: Part of every listing's cache key: a new format of the records must not meet old pickles.
 LISTING_FORMAT = "v4"
@@ -86,10 +95,14 @@ class Catalog:
     wait_s : float
         The longest a caller waits for another caller's query of the same listing, in seconds
         (then it asks the PACS itself). Derived from the mount's ``timeout``.
+    root_limit : int
+        ``rootlimit``: past this many rows the root is not listed (0: no limit; ``LevelFinder``).
 
     Every listing method raises :class:`PacsError` (or its :class:`FailedFast`, when the PACS is
     known to be down) when the PACS cannot answer and nothing is cached, and :class:`NotFound`
-    for a record that has no children (an instance).
+    for a record that has no children (an instance), and :class:`AnswerCapped` for a listing
+    the PACS capped (never a stale listing instead: a cap is no outage). A capped root is
+    remembered for ``ttl`` and logged once, so ``ls /`` does not ask the PACS each time.
     """
 
     def __init__(
@@ -101,12 +114,19 @@ class Catalog:
         study_time: StudyTime,
         describe: Describe | None = None,
         wait_s: float,
+        root_limit: int = 0,
     ) -> None:
         self._queries = queries
         self._listings = listings
         self._prefix = f"{LISTING_FORMAT}/{cache_prefix}"
         self._describe = describe or describe_by_uid
-        self._finder = LevelFinder(queries, study_time=study_time, describe=self._describe)
+        self._finder = LevelFinder(
+            queries, study_time=study_time, describe=self._describe, root_limit=root_limit
+        )
+        # Listings the PACS capped (key -> when, why): answered from here for ``ttl``; the root's
+        # cap is logged when it changes. Guarded by ``_capped_lock`` (a leaf).
+        self._capped: dict[str, tuple[float, AnswerCapped]] = {}
+        self._capped_lock = threading.Lock()
         self._flights = LocksWhileInUse(wait_s)
         self._prefetcher: Prefetcher[ParentRecord] = Prefetcher(self._prefetch, self._describe_parent)
 
@@ -204,6 +224,14 @@ class Catalog:
         got = self._listings.get(f"{self._prefix}/{listing_key(series)}")
         return got[0] if got is not None else None
 
+    def missing(self, parent: ParentRecord) -> str:
+        """What the PACS's cap kept out of ``parent``'s cached listing (``""``: nothing known).
+
+        Never asks the PACS: call it after :meth:`children`, which stores the listing and this.
+        """
+        got = self._listings.get(f"{self._prefix}/{listing_key(parent)}{MISSING_SUFFIX}")
+        return str(got[0]) if got is not None else ""
+
     def in_flight(self, parent: ParentRecord) -> int:
         """Callers querying for, or waiting for, ``parent``'s listing right now (diagnostics)."""
         return self._flights.users(f"{self._prefix}/{listing_key(parent)}")
@@ -232,10 +260,12 @@ class Catalog:
         got = self._listings.get(key)
         if got is not None and got[1]:
             return got[0], False
+        self._raise_if_capped(key)
         with self._flights.hold(key):
             got = self._listings.get(key)
             if got is not None and got[1]:
                 return got[0], False
+            self._raise_if_capped(key)  # another caller's query just found it capped
             down = self._queries.down_reason
             if down is not None:  # re-checked in the background: no timeout per directory meanwhile
                 if got is None:
@@ -244,16 +274,40 @@ class Catalog:
                 return got[0], False
             try:
                 found = self._complete(parent)
+            except AnswerCapped as exc:
+                self._remember_cap(key, exc, root=parent is None)
+                raise
             except PacsError as exc:
                 if got is None:
                     raise
                 LOGGER.warning("PACS unavailable (%s); serving the cached listing of %s", exc, key)
                 return got[0], False
-            self._store(key, found)
+            self._store(key, found, self._describe_parent(parent))
             return found.records, True
 
-    def _store(self, key: str, found: Found) -> None:
+    def _raise_if_capped(self, key: str) -> None:
+        with self._capped_lock:
+            capped = self._capped.get(key)
+        if capped is not None and time.monotonic() - capped[0] < self._listings.ttl_s:
+            raise capped[1]
+
+    def _remember_cap(self, key: str, exc: AnswerCapped, *, root: bool) -> None:
+        with self._capped_lock:
+            before = self._capped.pop(key, None)
+            while len(self._capped) >= MAX_CAPPED_LISTINGS:
+                self._capped.pop(next(iter(self._capped)))
+            self._capped[key] = (time.monotonic(), exc)
+        if root and (before is None or str(before[1]) != str(exc)):
+            LOGGER.warning("the root lists no patients: %s; it shows the other views instead", exc)
+
+    def _store(self, key: str, found: Found, where: str) -> None:
         self._listings.put(key, found.records)
+        if found.missing:
+            # Logged once per query of it (the listing is then cached for ``ttl``), not per ``ls``.
+            LOGGER.warning("%s: listed incomplete: %s", where, found.missing)
+            self._listings.put(key + MISSING_SUFFIX, found.missing)
+        elif self._listings.get(key + MISSING_SUFFIX) is not None:
+            self._listings.discard(key + MISSING_SUFFIX)
         if found.also:
             # The same answer lists every patient's studies: save each patient directory a C-FIND.
             self._listings.put_many(
@@ -270,7 +324,7 @@ class Catalog:
         """
         find = self._finder_of(parent)
         found = find()
-        expected = -1 if parent is None else parent.count
+        expected = -1 if parent is None or found.missing else parent.count
         if 0 <= len(found.records) < expected:
             where = self._describe(parent)  # type: ignore[arg-type]  # not None: it has a count
             LOGGER.warning(

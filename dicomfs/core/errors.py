@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DicomFSError(Exception):
     """Base class of every error dicomfs raises on purpose."""
@@ -17,6 +19,24 @@ class PacsError(DicomFSError):
 
 class QueryRefused(PacsError):
     """The PACS answered no: association rejected, model not accepted, or a failure status."""
+
+
+class AnswerCapped(QueryRefused):
+    """The PACS capped or refused a C-FIND answer for its size (EIO unless the query is split).
+
+    Attributes
+    ----------
+    count : int
+        How many matches came before the answer ended (0 when it was refused outright).
+    partial : list
+        Those matches (the raiser's own form: datasets in the DIMSE client, text rows above it).
+        Never a complete answer: at most a start of one, in the PACS's order.
+    """
+
+    def __init__(self, message: str, count: int = 0, partial: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.count = count
+        self.partial: list[Any] = list(partial or [])
 
 
 class RetrievalFailed(DicomFSError):

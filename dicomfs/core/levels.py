@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from dicomfs.core.errors import AnswerCapped
 from dicomfs.core.model import PatientKey, identify_patients
 from dicomfs.core.persons import SplitPatients
 from dicomfs.core.ports import QueryService
@@ -43,11 +44,15 @@ class Found:
         studies, saving each patient directory a C-FIND.
     root_outdated : bool
         A Patient ID turned out to stand for several persons: the root must be listed again.
+    missing : str
+        ``""`` when the listing is whole; else one line saying what the PACS's cap kept out of it
+        (``core.splitting``): the views show a marker entry, the catalog logs it once.
     """
 
     records: tuple[Record, ...]
     also: tuple[tuple[PatientRecord, tuple[StudyRecord, ...]], ...] = ()
     root_outdated: bool = False
+    missing: str = ""
 
 
 class LevelFinder:
@@ -61,12 +66,18 @@ class LevelFinder:
         A study's date and time as seconds since the epoch (``naming.study_time``).
     describe : Describe
         How log lines name a record (the directory name the views give it).
+    root_limit : int
+        ``rootlimit``: the most rows the root's C-FIND may bring (0: no limit). It is asked for
+        one more (and cancelled there), so a root past the limit costs no more than that.
 
     Thread-safe: the one piece of state, :class:`SplitPatients`, has its own lock.
     """
 
-    def __init__(self, queries: QueryService, *, study_time: StudyTime, describe: Describe) -> None:
+    def __init__(
+        self, queries: QueryService, *, study_time: StudyTime, describe: Describe, root_limit: int = 0
+    ) -> None:
         self._queries = queries
+        self._root_limit = root_limit
         self._study_time = study_time
         self._describe = describe
         # Patient IDs whose studies showed several persons, for the root.
@@ -82,9 +93,16 @@ class LevelFinder:
 
         From PATIENT-level rows where the PACS answers them; else from every study (and then the
         same answer gives every patient's studies, in :attr:`Found.also`).
+
+        Raises
+        ------
+        AnswerCapped
+            The root is past ``root_limit`` rows, or the PACS capped or refused it for its size.
         """
-        rows = self._queries.patients()
+        limit = self._root_limit + 1 if self._root_limit > 0 else None
+        rows = self._queries.patients(limit)
         if rows is not None:
+            self._within_root_limit(rows, "patients")
             # An empty Patient ID is still a patient (study-level listings show it too).
             rows = unique_rows(
                 rows, "PatientID", "PATIENT", required=False, also=("IssuerOfPatientID", "PatientName")
@@ -92,8 +110,10 @@ class LevelFinder:
             keys = identify_patients([patient_of(row) for row in rows])
             shown = {key: (row, 0.0) for key, row in zip(keys, rows, strict=True)}
             return Found(self._patient_records(self._split.replace(shown)))
+        rows = self._queries.studies("", limit)
+        self._within_root_limit(rows, "studies")
         rows = unique_rows(
-            self._queries.studies(""),
+            rows,
             "StudyInstanceUID",
             "STUDY",
             also=("PatientID", "IssuerOfPatientID", "PatientName"),
@@ -110,6 +130,13 @@ class LevelFinder:
         patients = self._patient_records(shown)
         also = tuple((p, self._study_records(p, by_patient[p.key])) for p in patients)
         return Found(patients, also)
+
+    def _within_root_limit(self, rows: list[Row], what: str) -> None:
+        if 0 < self._root_limit < len(rows):
+            raise AnswerCapped(
+                f"more than {self._root_limit} {what} at the root (rootlimit={self._root_limit})",
+                len(rows),
+            )
 
     def _patient_records(self, shown: dict[PatientKey, tuple[Row, float]]) -> tuple[PatientRecord, ...]:
         self._split.log_new(shown)
@@ -137,7 +164,14 @@ class LevelFinder:
         # Padding is not significant in a Patient ID (LO, PS3.5 6.2), but PACSes match it as
         # stored: an ID sent with padding is asked for as sent and as shown (one more C-FIND).
         asked = dict.fromkeys([patient.query_id or patient.patient_id, patient.patient_id])
-        found = [row for patient_id in asked for row in self._queries.studies(patient_id)]
+        found: list[Row] = []
+        missing = ""
+        for patient_id in asked:
+            try:
+                found += self._queries.studies(patient_id)
+            except AnswerCapped as exc:  # split as far as it goes: what came, and what did not
+                found += exc.partial
+                missing = str(exc)
         # The PACS matches wildcards and treats an empty ID as "any": keep exact matches only.
         rows = [r for r in found if r["PatientID"] == patient.patient_id]
         rows = unique_rows(rows, "StudyInstanceUID", "STUDY", also=("IssuerOfPatientID", "PatientName"))
@@ -155,7 +189,7 @@ class LevelFinder:
                 patient = PatientRecord(key, patient.row, patient.mtime, patient.count, patient.query_id)
         elif patient.key.split:
             rows = [row for row in rows if patient.key.admits(*patient_of(row))]
-        return Found(self._study_records(patient, rows), root_outdated=outdated)
+        return Found(self._study_records(patient, rows), root_outdated=outdated, missing=missing)
 
     def _study_records(self, patient: PatientRecord, rows: Sequence[Row]) -> tuple[StudyRecord, ...]:
         return tuple(

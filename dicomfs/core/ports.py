@@ -7,12 +7,12 @@ waits for instances through these interfaces, and the DIMSE package supplies the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from dicomfs.core.model import SeriesKey, SeriesRef
-from dicomfs.core.rows import Row
+from dicomfs.core.rows import Matches, Row
 
 # -- retrieval (RetrieveService and the receiver's side) -------------------------------------------
 
@@ -119,16 +119,24 @@ class QueryService(Protocol):
         """Why the archive is known to be unreachable right now, or None when it answers."""
         ...
 
-    def patients(self) -> list[Row] | None:
+    def patients(self, limit: int | None = None) -> list[Row] | None:
         """PATIENT-level rows (PatientID, IssuerOfPatientID, PatientName,
-        NumberOfPatientRelatedStudies), or None when the archive has no PATIENT level to ask
-        (Study Root only): then the caller derives patients from :meth:`studies`."""
+        NumberOfPatientRelatedStudies), at most ``limit`` (the query is cancelled there), or None
+        when the archive has no PATIENT level to ask (Study Root only): then the caller derives
+        patients from :meth:`studies`. Raises ``AnswerCapped`` when the archive capped it."""
         ...
 
-    def studies(self, patient_id: str) -> list[Row]:
-        """STUDY-level rows of ``patient_id`` (``""``: every study) with StudyInstanceUID,
-        NumberOfStudyRelatedSeries, StudyDate, StudyTime, StudyDescription, AccessionNumber,
-        PatientID, PatientName, IssuerOfPatientID."""
+    def studies(self, patient_id: str, limit: int | None = None) -> list[Row]:
+        """STUDY-level rows of ``patient_id`` (``""``: every study, at most ``limit``) with
+        StudyInstanceUID, NumberOfStudyRelatedSeries, StudyDate, StudyTime, StudyDescription,
+        AccessionNumber, PatientID, PatientName, IssuerOfPatientID. Raises ``AnswerCapped`` when
+        the archive capped the answer and it could not be made whole (``core.splitting``)."""
+        ...
+
+    def matching_studies(self, keys: Mapping[str, str]) -> Matches:
+        """STUDY-level rows matching ``keys`` (keyword -> value), with the keys of :meth:`studies`;
+        a capped answer is split until whole where it can be, else ``Matches.missing`` says what
+        is not listed (``core.splitting.complete_studies``)."""
         ...
 
     def series(self, patient_id: str, study_uid: str) -> list[Row]:

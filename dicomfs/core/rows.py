@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from dicomfs.core.model import name_key
 
@@ -20,6 +21,28 @@ Row = dict[str, str]
 
 #: The Patient ID exactly as the PACS sent it (the text drops padding): what to ask for it with.
 RAW_PATIENT_ID = "PatientID/raw"
+
+
+@dataclass(frozen=True)
+class Matches:
+    """The rows of a query that may have been capped by the PACS (``core.splitting``).
+
+    Attributes
+    ----------
+    rows : list[Row]
+        Every row found, in the order the parts were asked.
+    missing : str
+        ``""`` when the rows are the whole answer; else one line saying what is missing (and how
+        to narrow the query), for a marker entry and the log.
+    """
+
+    rows: list[Row] = field(default_factory=list)
+    missing: str = ""
+
+    @property
+    def complete(self) -> bool:
+        """Whether :attr:`rows` is the whole answer."""
+        return not self.missing
 
 
 def count(row: Row, keyword: str) -> int:

@@ -22,11 +22,11 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import build_role, evt
 
-from dicomfs.core.errors import PacsError, QueryRefused
+from dicomfs.core.errors import AnswerCapped, PacsError, QueryRefused
 from dicomfs.core.health import PacsHealth
 from dicomfs.dimse import statuses
 from dicomfs.dimse.associations import Associations, AssociationsBusy, AssociationSlots, PacsAddress
-from dicomfs.dimse.explain import explain_no_response
+from dicomfs.dimse.explain import explain_capped_find, explain_no_response
 from dicomfs.dimse.negotiation import MAX_CONTEXTS
 from dicomfs.dimse.progress import MESSAGE_ID, ProgressWatch, RetrieveOutcome, status_of
 from dicomfs.dimse.qrmodels import MODELS, VERIFICATION
@@ -34,6 +34,11 @@ from dicomfs.dimse.qrmodels import MODELS, VERIFICATION
 __all__ = ["AssociationSlots", "PacsAddress", "PacsClient", "RetrieveOutcome"]
 
 LOGGER = logging.getLogger(__name__)
+
+#: After our C-CANCEL, the Pending responses (already sent) we read and drop before A-ABORT, and
+#: the seconds the PACS has to send its final response (PS3.7 9.3.2.3: it should end with 0xFE00).
+CANCEL_GRACE_RESPONSES = 64
+CANCEL_GRACE_S = 2.0
 
 
 def _take_scp_role(accepted_storage: Sequence[Any]) -> None:
@@ -53,9 +58,12 @@ def _take_scp_role(accepted_storage: Sequence[Any]) -> None:
 class PacsClient:
     """Speaks DIMSE to one PACS. Thread-safe; at most ``max_associations`` associations at once."""
 
-    def __init__(self, address: PacsAddress, model: str = "study") -> None:
+    def __init__(self, address: PacsAddress, model: str = "study", find_limit: int = 0) -> None:
         self.address = address
         self.model = model
+        #: The PACS's own cap on C-FIND answers (``findlimit``), 0 when unknown: an answer of
+        #: exactly this many matches is taken as cut (:meth:`_judge_final`).
+        self.find_limit = find_limit
         self.where = f"{address.called_aet}@{address.host}:{address.port}"
         self.health = PacsHealth(self.probe, where=self.where)
         self._associations = Associations(address, self.health)
@@ -103,11 +111,34 @@ class PacsClient:
             # An answer; or every slot is in use by associations that will report themselves.
             return
 
-    def find(self, identifier: Dataset, model_name: str = "") -> list[Dataset]:
+    def find(self, identifier: Dataset, model_name: str = "", limit: int | None = None) -> list[Dataset]:
         """C-FIND with ``identifier`` in the mount's query model (or ``model_name``); all matches.
 
-        Raises QueryRefused when the PACS does not accept the model or fails the query, and
-        PacsError when it cannot be reached or gives up.
+        Parameters
+        ----------
+        identifier : Dataset
+            The request's identifier (``dimse.queries`` builds them).
+        model_name : str
+            ``patient`` or ``study``; ``""``: the mount's model.
+        limit : int or None
+            Keep at most this many matches: at the ``limit``-th we send C-CANCEL (PS3.4 C.4.1.2.3;
+            PS3.7 9.1.2.1.5) and read no further match, so a huge answer is never read whole. A
+            caller that asks for one more match than it will show learns that there are more.
+
+        Returns
+        -------
+        list[Dataset]
+            The identifiers of the Pending responses, in order (at most ``limit``).
+
+        Raises
+        ------
+        AnswerCapped
+            The PACS capped or refused the answer for its size (see :meth:`_judge_final`); its
+            ``count`` and ``partial`` are the matches that came.
+        QueryRefused
+            The PACS does not accept the model or fails the query.
+        PacsError
+            The PACS cannot be reached or gives up.
         """
         model = MODELS[model_name or self.model]["find"]
         started = time.monotonic()
@@ -117,11 +148,16 @@ class PacsClient:
         syntaxes = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
         contexts = [(models["find"], syntaxes) for models in MODELS.values()]
         with self._associations.open(contexts) as assoc:
-            if not any(cx.abstract_syntax == model for cx in assoc.accepted_contexts):
+            context_id = next(
+                (cx.context_id for cx in assoc.accepted_contexts if cx.abstract_syntax == model), None
+            )
+            if context_id is None:
                 raise QueryRefused(
                     f"the PACS does not accept C-FIND in the {model_name or self.model} root model"
                 )
-            for status, match in assoc.send_c_find(identifier, model):
+            cancelled_at = 0.0
+            ignored = 0
+            for status, match in assoc.send_c_find(identifier, model, msg_id=MESSAGE_ID):
                 dropped = time.monotonic() - started < 0.9 * self.address.timeout
                 if getattr(status, "Status", None) is None and assoc.is_aborted and dropped:
                     # Dropped well before our DIMSE timeout (which also aborts) instead of answered:
@@ -134,20 +170,57 @@ class PacsClient:
                     )
                     raise PacsError(why.line())
                 code = status_of(status)
-                if statuses.is_pending(code):
-                    if match is not None:
-                        matches.append(match)
-                elif code == statuses.SUCCESS:
+                if not statuses.is_pending(code):
+                    self._judge_final(code, matches, cancelled=bool(cancelled_at), limit=limit)
                     break
-                else:
-                    raise QueryRefused(f"C-FIND failed with status 0x{code:04X}")
+                if cancelled_at:
+                    # Pending responses already on their way when the PACS read our C-CANCEL are
+                    # not kept; a PACS that ignores it is left (A-ABORT) rather than read whole.
+                    ignored += 1
+                    if ignored > CANCEL_GRACE_RESPONSES or time.monotonic() - cancelled_at > CANCEL_GRACE_S:
+                        LOGGER.debug("the PACS ignores C-CANCEL; aborting the association")
+                        assoc.abort()
+                        break
+                    continue
+                if match is not None:
+                    matches.append(match)
+                if limit is not None and len(matches) >= limit:
+                    assoc.send_c_cancel(MESSAGE_ID, context_id)
+                    cancelled_at = time.monotonic()
         LOGGER.debug(
-            "C-FIND %s: %d matches in %.3f s",
+            "C-FIND %s: %d matches in %.3f s%s",
             identifier.get("QueryRetrieveLevel", "?"),
             len(matches),
             time.monotonic() - started,
+            " (cancelled at the limit)" if cancelled_at else "",
         )
         return matches
+
+    def _judge_final(self, code: int, matches: list[Dataset], *, cancelled: bool, limit: int | None) -> None:
+        """Raise unless the final status ``code`` says the answer in ``matches`` is whole.
+
+        Capped (:class:`AnswerCapped`): Cancel (0xFE00) that we did not ask for (Orthanc's
+        LimitFindResults / LimitFindInstances), 0xA700 (a refusal for the answer's size,
+        dcm4chee's QueryMaxNumberOfResults), any warning status (0xB001: response limit reached,
+        PS3.4 C.4.1.1.4), and Success after exactly ``find_limit`` matches (a PACS known to cut
+        its answers there and report plain success). Other failures: :class:`QueryRefused`.
+        """
+        how = ""
+        if code == statuses.CANCEL:
+            how = "" if cancelled else "cancel"
+        elif code == statuses.FIND_OUT_OF_RESOURCES:
+            how = "refused"
+        elif statuses.is_warning(code):
+            how = "warning"
+        elif code == statuses.SUCCESS:
+            capped = self.find_limit > 0 and len(matches) == self.find_limit
+            # Our own limit below the cap hides it: those answers are cut by us, not the PACS.
+            how = "findlimit" if capped and (limit is None or limit > self.find_limit) else ""
+        else:
+            raise QueryRefused(f"C-FIND failed with status 0x{code:04X}")
+        if how:
+            why = explain_capped_find(how)
+            raise AnswerCapped(f"{why.line()} ({len(matches)} matches came)", len(matches), matches)
 
     def move(
         self,

@@ -348,3 +348,35 @@ def association_failure(
             f"is the PACS running at serveraddress= and serverport=? If so: {why.hint}",
         )
     return why
+
+
+#: Why a C-FIND answer is known to be capped (``dimse.client.PacsClient.find``) -> (cause, fix).
+_CAPPED = {
+    "cancel": (
+        "the PACS ended the C-FIND answer with Cancel (0xFE00) though none was asked for: "
+        "Orthanc does so at its LimitFindResults / LimitFindInstances",
+        "narrow the query (by-date, by-id, a query directory), or raise the PACS's limit",
+    ),
+    "refused": (
+        "the PACS refused the C-FIND for its size (0xA700 out of resources; "
+        "dcm4chee's QueryMaxNumberOfResults)",
+        "narrow the query (by-date, by-id, a query directory), or raise the PACS's limit",
+    ),
+    "warning": (
+        "the PACS ended the C-FIND answer with a warning status (0xB001: response limit reached)",
+        "narrow the query (by-date, by-id, a query directory), or raise the PACS's limit",
+    ),
+    "findlimit": (
+        "the PACS answered exactly findlimit= matches, its known cap: the answer may be cut",
+        "narrow the query (by-date, by-id, a query directory); findlimit=0 if the PACS has no cap",
+    ),
+}
+
+
+def explain_capped_find(how: str) -> Explanation:
+    """Cause and fix of a C-FIND answer the PACS capped: ``how`` is ``cancel`` (an unasked
+    Cancel status, Orthanc), ``refused`` (0xA700, dcm4chee), ``warning`` (a warning status such
+    as 0xB001, PS3.4 C.4.1.1.4) or ``findlimit`` (as many matches as the known cap). No counts in
+    the text: one cause is one log line."""
+    cause, hint = _CAPPED[how]
+    return Explanation(cause, hint)

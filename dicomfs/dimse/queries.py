@@ -9,12 +9,13 @@ is asked for: Orthanc opens every file for non-indexed IMAGE-level keys (issue #
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from pydicom.dataset import Dataset
 
-from dicomfs.core.errors import QueryRefused
-from dicomfs.core.rows import RAW_PATIENT_ID, Row
+from dicomfs.core.errors import AnswerCapped, QueryRefused
+from dicomfs.core.rows import RAW_PATIENT_ID, Matches, Row
+from dicomfs.core.splitting import complete_studies
 from dicomfs.dimse import decode
 from dicomfs.dimse.client import PacsClient
 from dicomfs.dimse.qrmodels import QueryModel
@@ -23,6 +24,19 @@ LOGGER = logging.getLogger(__name__)
 
 #: ``PacsClient.model`` of the Patient Root model (the other is Study Root).
 PATIENT_ROOT = QueryModel.PATIENT_ROOT
+
+#: The return keys of every STUDY-level query (``QueryService.studies``).
+STUDY_KEYS = (
+    "StudyInstanceUID",
+    "NumberOfStudyRelatedSeries",
+    "StudyDate",
+    "StudyTime",
+    "StudyDescription",
+    "AccessionNumber",
+    "PatientID",
+    "PatientName",
+    "IssuerOfPatientID",
+)
 
 
 def identifier(level: str, **keys: str) -> Dataset:
@@ -103,15 +117,22 @@ class DimseQueries:
         """Why the PACS is known to be unreachable (``PacsHealth``), or None."""
         return self._client.health.down_reason
 
-    def _find(self, query: Dataset, model_name: str = "") -> list[Row]:
-        return read_rows(self._client.find(query, model_name), query)
+    def _find(self, query: Dataset, model_name: str = "", limit: int | None = None) -> list[Row]:
+        """The rows of one C-FIND; a capped answer raises ``AnswerCapped`` with its rows as text."""
+        try:
+            return read_rows(self._client.find(query, model_name, limit=limit), query)
+        except AnswerCapped as exc:
+            raise AnswerCapped(str(exc), exc.count, read_rows(exc.partial, query)) from exc
 
-    def patients(self) -> list[Row] | None:
+    def patients(self, limit: int | None = None) -> list[Row] | None:
         """Patient Root PATIENT-level rows where the PACS accepts such a query (half the rows of
         a study-level query, and fewer keys); None where it does not (learned once, logged once).
+        At most ``limit`` rows (the C-FIND is cancelled there).
 
         Raises
         ------
+        AnswerCapped
+            When the PACS capped the answer.
         QueryRefused
             When the mount's model is Patient Root and the PACS refuses it.
         PacsError
@@ -123,9 +144,9 @@ class DimseQueries:
             "PATIENT", PatientID="", IssuerOfPatientID="", PatientName="", NumberOfPatientRelatedStudies=""
         )
         try:
-            rows = self._find(query, PATIENT_ROOT)
+            rows = self._find(query, PATIENT_ROOT, limit)
         except QueryRefused as exc:
-            if self._client.model == PATIENT_ROOT:
+            if self._client.model == PATIENT_ROOT or isinstance(exc, AnswerCapped):
                 raise
             LOGGER.info("patients come from studies: %s", exc)
             self._patient_root = False
@@ -133,22 +154,39 @@ class DimseQueries:
         self._patient_root = True
         return rows
 
-    def studies(self, patient_id: str) -> list[Row]:
-        """STUDY-level rows of one Patient ID (``""``: universal matching, every study)."""
-        return self._find(
-            identifier(
-                "STUDY",
-                StudyInstanceUID="",
-                NumberOfStudyRelatedSeries="",
-                StudyDate="",
-                StudyTime="",
-                StudyDescription="",
-                AccessionNumber="",
-                PatientID=patient_id,
-                PatientName="",
-                IssuerOfPatientID="",
-            )
-        )
+    def studies(self, patient_id: str, limit: int | None = None) -> list[Row]:
+        """STUDY-level rows of one Patient ID (``""``: universal matching, every study, at most
+        ``limit``: the root's query). One patient's studies are made whole where the PACS caps
+        them (``core.splitting``: StudyDate, then StudyTime ranges).
+
+        Raises
+        ------
+        AnswerCapped
+            Every study (``""``) capped by the PACS; or one patient's studies that splitting
+            could not make whole (the message says what is missing).
+        """
+        if not patient_id:
+            return self._find(identifier("STUDY", **dict.fromkeys(STUDY_KEYS, "")), limit=limit)
+        matches = self.matching_studies({"PatientID": patient_id}, where=f"Patient ID {patient_id!r}")
+        if matches.missing:
+            raise AnswerCapped(matches.missing, len(matches.rows), matches.rows)
+        return matches.rows
+
+    def matching_studies(self, keys: Mapping[str, str], *, where: str = "") -> Matches:
+        """STUDY-level rows matching ``keys`` (keyword -> value, PS3.4 C.2.2.2) with the return
+        keys of :meth:`studies`; where the PACS caps the answer, asked again in parts until each
+        is whole (``core.splitting.complete_studies``), else ``missing`` says what is not listed.
+
+        Raises
+        ------
+        QueryRefused, PacsError
+            As every query (a cap is no error here: it is split or reported in ``missing``).
+        """
+
+        def find(matching: Mapping[str, str]) -> list[Row]:
+            return self._find(identifier("STUDY", **{**dict.fromkeys(STUDY_KEYS, ""), **matching}))
+
+        return complete_studies(find, keys, where=where)
 
     def _patient_key(self, patient_id: str) -> str:
         """PatientID's value below the STUDY level: a matching key in Patient Root, where it is the

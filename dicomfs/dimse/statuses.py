@@ -19,6 +19,7 @@ from pynetdicom.status import (
     QR_GET_SERVICE_CLASS_STATUS,
     QR_MOVE_SERVICE_CLASS_STATUS,
     STATUS_PENDING,
+    STATUS_WARNING,
     STORAGE_SERVICE_CLASS_STATUS,
     Status,
     code_to_category,
@@ -75,6 +76,16 @@ if named(QR_GET_SERVICE_CLASS_STATUS, "Sub-operations complete, one or more fail
 
 # C-FIND (PS3.4 C.4.1.1.4).
 IDENTIFIER_MISMATCH = named(QR_FIND_SERVICE_CLASS_STATUS, "Identifier Does Not Match SOP Class")
+# The statuses a PACS answers a C-FIND with when the answer is too large (``dimse.client.find``):
+# 0xA700 refuses it (dcm4chee's QueryMaxNumberOfResults is documented as "the C-FIND request will
+# be refused"); 0xB001 (PS3.4 C.4.1.1.4, a warning) ends it at a response limit. Orthanc 1.10
+# ends an answer cut at LimitFindResults / LimitFindInstances with 0xFE00 (Cancel) although no
+# C-CANCEL was sent (measured: exactly the limit of Pending responses, then 0xFE00).
+FIND_OUT_OF_RESOURCES = named(QR_FIND_SERVICE_CLASS_STATUS, "Refused: Out of Resources")
+FIND_RESPONSE_LIMIT = named(
+    QR_FIND_SERVICE_CLASS_STATUS,
+    "Matching reached response limit, subsequent request may return additional matches",
+)
 
 
 def is_pending(code: int) -> bool:
@@ -83,3 +94,11 @@ def is_pending(code: int) -> bool:
     Source: ``pynetdicom.status.code_to_category`` (PS3.4 C.4.1.1.4, C.4.2.1.5).
     """
     return bool(code_to_category(code) == STATUS_PENDING)
+
+
+def is_warning(code: int) -> bool:
+    """Whether ``code`` is a Warning status (0x0001, 0x0107, 0x0116, 0xBxxx).
+
+    Source: ``pynetdicom.status.code_to_category`` (PS3.7 C.3, PS3.4 C.4.1.1.4).
+    """
+    return bool(code_to_category(code) == STATUS_WARNING)

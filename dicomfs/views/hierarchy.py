@@ -26,6 +26,8 @@ from dicomfs.core.instances import Instances
 from dicomfs.core.model import InstanceKey
 from dicomfs.core.records import InstanceRecord, PatientRecord, Record, SeriesRecord, StudyRecord
 from dicomfs.views import naming
+from dicomfs.views.control import sealed_memfd
+from dicomfs.views.guide import MARKER_FILE, marker_text
 from dicomfs.views.node import Node
 
 LOGGER = logging.getLogger(__name__)
@@ -68,25 +70,38 @@ def _node(name: str, record: Record) -> Node:
 
 
 @dataclass(frozen=True)
+class Marker:
+    """The ref of a listing's ``_INCOMPLETE_LISTING.txt``: the file's text."""
+
+    text: bytes
+
+
+@dataclass(frozen=True)
 class NamedListing:
-    """One catalog answer, named: its nodes sorted by name, and by name."""
+    """One catalog answer, named: its nodes sorted by name, and by name; a listing the PACS's
+    cap kept incomplete (``missing``) holds a marker file saying so."""
 
     records: tuple[Record, ...]
     nodes: tuple[Node, ...]
+    missing: str = ""
     by_name: dict[str, Node] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_name", {node.name: node for node in self.nodes})
 
     @classmethod
-    def of(cls, records: tuple[Record, ...]) -> NamedListing:
-        """Name ``records`` (``naming.make_unique`` over their base names) and sort them by name."""
+    def of(cls, records: tuple[Record, ...], missing: str = "", mtime: float = 0.0) -> NamedListing:
+        """Name ``records`` (``naming.make_unique`` over their base names) and sort them by name;
+        with ``missing``, the marker file (of time ``mtime``) among them."""
         names = naming.make_unique([(base_name(record), _identity(record)) for record in records])
         nodes = sorted(
             (_node(name, record) for name, record in zip(names, records, strict=True)),
             key=lambda node: node.name,
         )
-        return cls(records, tuple(nodes))
+        if missing:
+            nodes.append(Node(MARKER_FILE, False, mtime, ref=Marker(marker_text(missing))))
+            nodes.sort(key=lambda node: node.name)
+        return cls(records, tuple(nodes), missing)
 
 
 class NamedListings:
@@ -102,12 +117,12 @@ class NamedListings:
         self._named: dict[int, NamedListing] = {}
         self._lock = threading.Lock()
 
-    def named(self, records: tuple[Record, ...]) -> NamedListing:
+    def named(self, records: tuple[Record, ...], missing: str = "", mtime: float = 0.0) -> NamedListing:
         """``records`` (one catalog answer) named: from memory while it is the same answer."""
         known = self._named.get(id(records))
-        if known is not None and known.records is records:
+        if known is not None and known.records is records and known.missing == missing:
             return known
-        listing = NamedListing.of(records)
+        listing = NamedListing.of(records, missing, mtime)
         with self._lock:
             self._named.pop(id(records), None)
             if len(self._named) >= self._max_entries:
@@ -163,20 +178,29 @@ class PatientHierarchy:
         if not node.is_dir:
             raise NotFound(node.name)
         records = self._catalog.children(node.ref)  # type: ignore[arg-type]  # ours: None or a parent
-        return self._named.named(records)
+        # Only a patient's studies are split (core.splitting); other listings are whole or fail.
+        missing = self._catalog.missing(node.ref) if isinstance(node.ref, PatientRecord) else ""
+        return self._named.named(records, missing, node.mtime)
 
     # -- instance files -----------------------------------------------------------------------
 
     def cached_size(self, node: Node) -> int | None:
         """The file's size in bytes if its instance is cached, else None (never retrieves)."""
+        if isinstance(node.ref, Marker):
+            return len(node.ref.text)
         return self._instances.cached_size(_instance_of(node))
 
     def size(self, node: Node, *, walker: int = 0) -> int:
         """The file's size in bytes, retrieving its series first if needed (see Namespace.size)."""
+        if isinstance(node.ref, Marker):
+            return len(node.ref.text)
         return self._instances.size(_instance_of(node), lambda: self._series_members(node), walker=walker)
 
     def open(self, node: Node, *, reader: int = 0) -> int:
-        """An OS file descriptor (read-only, the caller's) on the file's cached instance."""
+        """An OS file descriptor (read-only, the caller's) on the file's cached instance (or
+        on the marker's text)."""
+        if isinstance(node.ref, Marker):
+            return sealed_memfd("dicomfs-marker", node.ref.text)
         return self._instances.open(_instance_of(node), lambda: self._series_members(node), reader=reader)
 
     def _series_members(self, node: Node) -> list[str]:

@@ -6,6 +6,11 @@ patients as it always has); every other view appears as a directory of its own a
 A *hidden* mount (the control directory ``/.dicomfs``) is reached by its name but not listed.
 The default view's nodes pass through untouched; a mounted view's nodes carry their view in their
 ``ref`` (:class:`_Mounted`), so every call finds its way back to the view that made the node.
+
+When the default view cannot list the root for its size (``AnswerCapped``: past ``rootlimit``, or
+capped or refused by the PACS), the root lists the mounted views and ``README.txt``
+(:mod:`dicomfs.views.guide`) instead of a partial list, and a name below it that is no view is
+``NotFound`` (the catalog logged the cap once).
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
+from dicomfs.core.errors import AnswerCapped, NotFound
 from dicomfs.views.attributes import record_attributes
+from dicomfs.views.control import sealed_memfd
+from dicomfs.views.guide import GUIDE_FILE, guide_text
 from dicomfs.views.node import Node, View
 
 
@@ -28,6 +36,13 @@ class _Mounted:
 
 #: The ref of the root node itself.
 _ROOT = object()
+
+
+@dataclass(frozen=True)
+class _Guide:
+    """The ref of ``README.txt``: its text, fixed when the node is made (size and reads agree)."""
+
+    text: bytes
 
 
 class Root:
@@ -61,7 +76,12 @@ class Root:
             return Node("", True, self.mount_time, ref=_ROOT)
         view = self._mounts.get(parts[0])
         if view is None:
-            return self._default.lookup(path)
+            try:
+                return self._default.lookup(path)
+            except AnswerCapped as exc:
+                if parts == [GUIDE_FILE]:
+                    return self._guide(exc)
+                raise NotFound(path) from exc
         node = view.lookup("/" + "/".join(parts[1:]))
         if len(parts) == 1:  # the view's own root, shown under its name
             node = replace(node, name=parts[0])
@@ -71,11 +91,12 @@ class Root:
         """A directory's entries, sorted by name (the root: the default's, then mounted views')."""
         if node.ref is _ROOT:
             hidden = self._mounts.keys()
-            entries = [
-                child
-                for child in self._default.children(self._default.lookup("/"))
-                if child.name not in hidden
-            ]
+            try:
+                listed = self._default.children(self._default.lookup("/"))
+            except AnswerCapped as exc:
+                entries = [self._guide(exc)]
+            else:
+                entries = [child for child in listed if child.name not in hidden]
             entries += [self.lookup(name) for name in self._listed]
             return sorted(entries, key=lambda child: child.name)
         if isinstance(node.ref, _Mounted):
@@ -83,18 +104,29 @@ class Root:
             return [_wrap(view, child) for child in view.children(node.ref.node)]
         return self._default.children(node)
 
+    def _guide(self, capped: AnswerCapped) -> Node:
+        text = guide_text(str(capped), self._listed)
+        # Volatile: a reason that changes gives new text; front ends must not keep the old one.
+        return Node(GUIDE_FILE, False, self.mount_time, ref=_Guide(text), volatile=True)
+
     def cached_size(self, node: Node) -> int | None:
         """As the node's own view answers it."""
+        if isinstance(node.ref, _Guide):
+            return len(node.ref.text)
         view, own = self._owner(node)
         return view.cached_size(own)
 
     def size(self, node: Node, *, walker: int = 0) -> int:
         """As the node's own view answers it."""
+        if isinstance(node.ref, _Guide):
+            return len(node.ref.text)
         view, own = self._owner(node)
         return view.size(own, walker=walker)
 
     def open(self, node: Node, *, reader: int = 0) -> int:
         """As the node's own view answers it."""
+        if isinstance(node.ref, _Guide):
+            return sealed_memfd("dicomfs-readme", node.ref.text)
         view, own = self._owner(node)
         return view.open(own, reader=reader)
 
