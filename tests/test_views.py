@@ -203,7 +203,7 @@ def test_query_directories_search_and_refuse_bad_keys(
     ]
     finds_settle(pacs, before, 3)  # the search, and each study's series fetched ahead
     searched(pacs, before, PatientName="Smith^J*", StudyDate="20190101-20191231")
-    if isinstance(pacs, OrthancServer):  # dcmqrscp does not match ModalitiesInStudy
+    if isinstance(pacs, OrthancServer):  # dcmqrscp ignores ModalitiesInStudy (an optional key)
         mr = sorted(os.listdir(query / "ModalitiesInStudy=MR,StudyDate=20210101-"))
         assert mr == [
             "AC_DC^Rock (PAT-SLASH) - 2021-09-09 Head_Neck (A-slash)",
