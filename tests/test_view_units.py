@@ -288,3 +288,13 @@ def test_a_day_and_a_uid_are_one_targeted_study_search_each(
     assert len(archive.study_searches()) == 3
     assert "PATIENT" not in archive.levels()
     assert all(found.StudyDate or found.StudyInstanceUID for found in archive.study_searches())
+
+
+def test_views_are_reached_by_name_but_not_listed_by_default(services: MountServices) -> None:
+    namespace = services.namespace
+    root = [node.name for node in namespace.children(namespace.lookup("/"))]
+    assert len(root) == 3 and not any(name.startswith(("by-", "query")) for name in root)
+    for view in ("by-date", "by-uid", "by-id", "by-accession", "query"):
+        node = namespace.lookup(f"/{view}")
+        assert node.is_dir and node.name == view
+    assert namespace.children(namespace.lookup("/by-uid")) == []

@@ -55,7 +55,8 @@ def pacs(request: pytest.FixtureRequest) -> OrthancServer | DcmqrscpServer:
 
 @pytest.fixture
 def mount(pacs: OrthancServer | DcmqrscpServer, tmp_path: Path, move_port: int) -> Iterator[Mount]:
-    with mounted(tmp_path / "mnt", pacs_options(pacs, tmp_path / "cache", localport=move_port)) as handle:
+    options = pacs_options(pacs, tmp_path / "cache", localport=move_port, views="listed")
+    with mounted(tmp_path / "mnt", options) as handle:
         yield handle
 
 
@@ -168,6 +169,10 @@ def test_by_date_days_list_studies_with_their_patients(
     mount: Mount, pacs: OrthancServer | DcmqrscpServer
 ) -> None:
     by_date = mount.mountpoint / "by-date"
+    before = finds_so_far(pacs)
+    # views=listed: the views are listed beside the patients
+    assert {"by-accession", "by-date", "by-id", "by-uid", "query"} <= set(os.listdir(mount.mountpoint))
+    finds_settle(pacs, before, 1)  # the root's own C-FIND
     before = finds_so_far(pacs)
     years = os.listdir(by_date)
     today = datetime.date.today()
