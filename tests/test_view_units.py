@@ -125,6 +125,8 @@ def test_search_cache_keys_do_not_depend_on_the_order_of_keys() -> None:
         ("DO?", "PatientID", None),
         ("A\\B", "PatientID", None),
         ("%20", "PatientID", None),
+        ("%FF", "PatientID", None),
+        ("100%", "PatientID", "100%"),
         ("X" * 65, "PatientID", None),
         ("A" * 16, "AccessionNumber", "A" * 16),
         ("A" * 17, "AccessionNumber", None),
