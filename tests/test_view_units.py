@@ -15,7 +15,6 @@ from pydicom.dataset import Dataset
 from pynetdicom import evt
 
 from dicomfs.app.compose import MountServices, build_namespace
-from dicomfs.app.options import MountOptions
 from dicomfs.core.catalog import matching_key
 from dicomfs.core.errors import NotFound
 from dicomfs.core.querykeys import KEYS, BadQuery, is_uid, parse_query
@@ -24,9 +23,7 @@ from dicomfs.demo.scp import DemoArchive, handle_find
 from dicomfs.views import naming
 from dicomfs.views.bydate import ByDate, day_path
 from dicomfs.views.byid import identifier_of
-
-TIMEOUT_S = 10.0
-
+from tests.test_catalog import options
 
 # -- query directory names -------------------------------------------------------------------------
 
@@ -202,16 +199,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordingArchi
 
 @pytest.fixture
 def services(archive: RecordingArchive, tmp_path: Path) -> Iterator[MountServices]:
-    opts = MountOptions(
-        mountpoint=str(tmp_path / "unmounted"),
-        serveraddress="127.0.0.1",
-        serverport=archive.port,
-        aec=archive.ae_title,
-        aet="VIEWSTEST",
-        cachedir=str(tmp_path),
-        retrieve="get",
-        timeout=TIMEOUT_S,
-    )
+    opts = options(archive, tmp_path)  # type: ignore[arg-type]  # any demo archive will do
     archive.identifiers.clear()
     running = build_namespace(opts)
     try:
