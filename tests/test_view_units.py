@@ -47,6 +47,7 @@ def test_every_allowed_key_has_the_vr_of_the_data_dictionary() -> None:
         ("StudyTime=0800-123000.5", {"StudyTime": "0800-123000.5"}),
         ("StudyInstanceUID=1.2.3\\1.2.4", {"StudyInstanceUID": "1.2.3\\1.2.4"}),
         ("PatientName=Yamada^Tarou=山田^太郎", {"PatientName": "Yamada^Tarou=山田^太郎"}),
+        ("PatientName=" + "N" * 64 + "=" + "M" * 64, {"PatientName": "N" * 64 + "=" + "M" * 64}),
         ("AccessionNumber=A?123", {"AccessionNumber": "A?123"}),
         ("PatientSex=F,PatientBirthDate=19700101", {"PatientSex": "F", "PatientBirthDate": "19700101"}),
     ],
@@ -78,6 +79,8 @@ def test_good_query_names_become_matching_keys(name: str, keys: dict[str, str]) 
         ("ModalitiesInStudy=ct", "upper case"),
         ("ModalitiesInStudy=CT\\MR", "one value only"),
         ("AccessionNumber=" + "A" * 17, "at most 16 characters"),
+        ("PatientName=" + "N" * 65, "at most 64 characters, not 65"),
+        ("PatientName=A=B=C=D", "at most 64 characters"),
         ("PatientID=A\tB", "control characters"),
     ],
 )
