@@ -205,6 +205,10 @@ def test_query_directories_search_and_refuse_bad_keys(
     ]
     finds_settle(pacs, before, 3)  # the search, and each study's series fetched ahead
     searched(pacs, before, PatientName="Smith^J*", StudyDate="20190101-20191231")
+    before = finds_so_far(pacs)
+    müller = sorted(os.listdir(query / "PatientName=Müller*"))  # sent in UTF-8 (ISO_IR 192)
+    assert [name.split(" - ")[0] for name in müller] == ["Müller^Hans (PAT-UTF8)"] * 2
+    finds_settle(pacs, before, 3)
     if isinstance(pacs, OrthancServer):  # dcmqrscp ignores ModalitiesInStudy (an optional key)
         mr = sorted(os.listdir(query / "ModalitiesInStudy=MR,StudyDate=20210101-"))
         assert mr == [
