@@ -77,6 +77,10 @@ def _options(pacs: CappingPacs, tmp_path: Path, **extra: object) -> str:
     return pacs_options(pacs, tmp_path / "cache", retrieve="get", findlimit=CAP, **extra)
 
 
+#: The views a root that lists no patients shows (views=auto), sorted.
+VIEWS = ["by-accession", "by-date", "by-id", "by-uid", "query"]
+
+
 def _log_lines(text: str, words: str) -> list[str]:
     return [line for line in text.splitlines() if words in line]
 
@@ -86,10 +90,12 @@ def test_root_past_rootlimit_shows_readme_and_cancels_the_query(pacs: CappingPac
     try:
         with mounted(tmp_path / "mnt", _options(pacs, tmp_path, rootlimit=1)) as mount:
             cancels = pacs.cancels  # the start-up check's own C-FIND (cancelled at once) is done
-            assert sorted(os.listdir(mount.mountpoint)) == ["README.txt"]
+            # views=auto: where the root lists no patients, the views are the way in.
+            assert sorted(os.listdir(mount.mountpoint)) == ["README.txt", *VIEWS]
             text = (mount.mountpoint / "README.txt").read_text()
             assert "rootlimit=1" in text and "no partial list" in text
-            assert sorted(os.listdir(mount.mountpoint)) == ["README.txt"]  # remembered, logged once
+            assert all(f"{view}/" in text for view in VIEWS), text
+            assert sorted(os.listdir(mount.mountpoint)) == ["README.txt", *VIEWS]  # remembered, logged once
             with pytest.raises(FileNotFoundError):
                 os.listdir(mount.mountpoint / ALICE)
             log = mount.log_text()

@@ -50,8 +50,9 @@ def _client(orthanc: OrthancServer) -> CountingClient:
 def test_a_capped_root_shows_readme_not_eio(orthanc: OrthancServer, tmp_path: Path) -> None:
     options = pacs_options(orthanc, tmp_path / "cache", retrieve="get")
     with mounted(tmp_path / "mnt", options) as mount:
-        assert os.listdir(mount.mountpoint) == ["README.txt"]
-        assert os.listdir(mount.mountpoint) == ["README.txt"]
+        entries = ["README.txt", "by-accession", "by-date", "by-id", "by-uid", "query"]
+        assert sorted(os.listdir(mount.mountpoint)) == entries
+        assert sorted(os.listdir(mount.mountpoint)) == entries
         text = (mount.mountpoint / "README.txt").read_text()
         log = mount.log_text()
     assert "0xFE00" in text and "LimitFindResults" in text

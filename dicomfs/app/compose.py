@@ -28,9 +28,13 @@ from dicomfs.dimse.scp import StorageSCP
 from dicomfs.dimse.sender import DimseSender
 from dicomfs.dimse.strategy import DimseRetrieval
 from dicomfs.views import naming
+from dicomfs.views.bydate import ByDate
+from dicomfs.views.byid import ByIdentifier
+from dicomfs.views.byuid import ByUid
 from dicomfs.views.control import CONTROL_DIR, ControlView
 from dicomfs.views.hierarchy import PatientHierarchy, base_name
 from dicomfs.views.node import Namespace, View
+from dicomfs.views.querydir import QueryDirectories
 from dicomfs.views.root import Root
 from dicomfs.views.uploads import UPLOAD_DIR, UploadView
 
@@ -169,12 +173,22 @@ class MountServices:
         )
         # /.dicomfs/status.json: hidden from listings (dicomfs status reads it).
         control = ControlView(status.report, hierarchy.mount_time)
-        mounts: dict[str, View] = {}
+        # The views beside the patient tree (README "Views"). views=auto lists them only where the
+        # root lists no patients (past rootlimit): beside a patient list, a walk of the root (du,
+        # find, cp -r, an indexer) would walk by-date's whole calendar, a C-FIND per day.
+        views = catalog_views(self.catalog, instances, hierarchy.mount_time)
+        mounts: dict[str, View] = dict(views) if opts.views == "listed" else {}
+        hidden: dict[str, View] = {} if opts.views == "listed" else dict(views)
         if opts.upload:
             # cp into upload/: one C-STORE per closed file; the listings it changes go stale.
             self.uploads = Uploads(DimseSender(self.client), self.store.new_partial, self.catalog.stored)
             mounts[UPLOAD_DIR] = UploadView(self.uploads, hierarchy.mount_time)
-        self.namespace = Root(hierarchy, mounts=mounts, hidden={CONTROL_DIR: control})
+        self.namespace = Root(
+            hierarchy,
+            mounts=mounts,
+            hidden={**hidden, CONTROL_DIR: control},
+            listed_when_capped=list(views) if opts.views == "auto" else [],
+        )
         LOGGER.info("mounted %s at %s (retrieve=%s)", prefix, opts.mountpoint, opts.retrieve)
         # FUSE init() runs once the kernel has mounted us: a Type=notify unit is ready now.
         notify.notify(notify.READY, f"STATUS=serving {prefix} at {opts.mountpoint}")
@@ -212,6 +226,17 @@ class MountServices:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def catalog_views(catalog: Catalog, instances: Instances, mount_time: float) -> dict[str, View]:
+    """The views beside the patient tree, by their top-level names (README "Views")."""
+    return {
+        "by-date": ByDate(catalog, instances, mount_time=mount_time),
+        "by-uid": ByUid(catalog, instances, mount_time=mount_time),
+        "by-id": ByIdentifier(catalog, instances, keyword="PatientID", mount_time=mount_time),
+        "by-accession": ByIdentifier(catalog, instances, keyword="AccessionNumber", mount_time=mount_time),
+        "query": QueryDirectories(catalog, instances, mount_time=mount_time),
+    }
 
 
 def build_namespace(opts: MountOptions) -> MountServices:

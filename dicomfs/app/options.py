@@ -119,6 +119,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("ttl", SECONDS_OR_ZERO, 300.0, "how long directory listings are cached, in seconds", "300"),
     Option("cachesize", SIZE, 10 * 1024**3, "instance cache size limit (20G, 512M, 100k, bytes)"),
     Option("model", choice("study", "patient"), "study", "C-FIND query/retrieve information model"),
+    Option(
+        "views",
+        choice("auto", "listed", "hidden"),
+        "auto",
+        "by-date, by-uid, by-id, by-accession and query/ at the root: always reached by name; listed "
+        "where the root lists no patients (auto), always (listed: du, find, cp -r walk by-date "
+        "too), or never (hidden)",
+    ),
     Option("maxassoc", int_range(1, 64), 4, "maximum simultaneous associations to the PACS"),
     Option(
         "parallel",
@@ -234,6 +242,7 @@ class MountOptions:
     ttl: float = _default("ttl")
     cachesize: int = _default("cachesize")
     model: str = _default("model")
+    views: str = _default("views")
     maxassoc: int = _default("maxassoc")
     parallel: int = _default("parallel")
     sizes: str = _default("sizes")

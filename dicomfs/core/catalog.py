@@ -4,6 +4,7 @@
     studies(patient)    one person's studies              (C-FIND STUDY level)
     series(study)       one study's series                (C-FIND SERIES level)
     instances(series)   one series' SOP instances         (C-FIND IMAGE level)
+    matching(keys)      the studies a search finds        (C-FIND STUDY level, any patient)
 
 A listing is cached (``ListingCache``, on disk too) for ``ttl`` under its whole parent chain, never
 a UID alone (issue #7). Only one query per listing runs at a time (:class:`LocksWhileInUse`); a
@@ -19,7 +20,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from dicomfs.core.errors import AnswerCapped, FailedFast, NotFound, PacsError
@@ -75,6 +76,16 @@ def listing_key(parent: ParentRecord) -> str:
     if isinstance(parent, StudyRecord):
         return f"series/{parent.chain_text}"
     return f"instances/{parent.chain_text}"
+
+
+def matching_key(keys: Mapping[str, str]) -> str:
+    """The cache key of a search's listing: ``matching/`` and the keys as canonical JSON."""
+    return "matching/" + json.dumps(dict(sorted(keys.items())), ensure_ascii=False, separators=(",", ":"))
+
+
+def describe_search(keys: Mapping[str, str]) -> str:
+    """How log lines name a search: ``the search PatientID=X,StudyDate=Y``."""
+    return "the search " + ",".join(f"{keyword}={value}" for keyword, value in sorted(keys.items()))
 
 
 class Catalog:
@@ -158,6 +169,16 @@ class Catalog:
         """One series' SOP instances (its patient's only)."""
         return self._children(series)  # type: ignore[return-value]
 
+    def matching(self, keys: Mapping[str, str]) -> tuple[StudyRecord, ...]:
+        """The studies a STUDY-level search finds (``keys``: keyword -> checked value), each
+        with its own patient; cached under :func:`matching_key` like any other listing (``ttl``,
+        one query per key at a time, stale while the PACS is down). Raises as :meth:`children`."""
+        key = f"{self._prefix}/{matching_key(keys)}"
+        records, fresh = self._cached(key, lambda: self._finder.matching(keys), describe_search(keys))
+        if fresh and len(records) <= PREFETCH_MAX_CHILDREN:
+            self._prefetcher.add(records)  # type: ignore[arg-type]  # studies are parents
+        return records  # type: ignore[return-value]
+
     def children(self, parent: ParentRecord) -> tuple[Record, ...]:
         """The listing of any parent record (None: the root), as the methods above give it.
 
@@ -212,24 +233,33 @@ class Catalog:
         for key in keys:
             self._listings.expire(f"{self._prefix}/{key}")
 
-    def matching_keys_of(self, stored: StoredObject) -> list[str]:
-        """Hook for the views' matching listings (``matching/...``, by-date, by-id, by-accession,
-        by-uid) that a stored object may join: their ``listing_key``-style keys, relative to the
-        archive's prefix. None yet: the views add them (StudyDate, PatientID, AccessionNumber and
-        StudyInstanceUID of ``stored`` are what they match on)."""
-        return []
+    @staticmethod
+    def matching_keys_of(stored: StoredObject) -> list[str]:
+        """The views' searches (``matching/...``) a stored object joins: its day (by-date), its
+        Patient ID (by-id), Accession Number (by-accession) and Study Instance UID (by-uid);
+        keys relative to the archive's prefix. Query directories' searches age out by ``ttl``."""
+        searches = {
+            "StudyDate": stored.study_date,
+            "PatientID": stored.patient_id,
+            "AccessionNumber": stored.accession,
+            "StudyInstanceUID": stored.study_uid,
+        }
+        return [matching_key({keyword: value}) for keyword, value in searches.items() if value]
 
     def cached_instances(self, series: SeriesRecord) -> tuple[InstanceRecord, ...] | None:
         """The series' listing if it is cached (fresh or stale), else None; never asks the PACS."""
         got = self._listings.get(f"{self._prefix}/{listing_key(series)}")
         return got[0] if got is not None else None
 
-    def missing(self, parent: ParentRecord) -> str:
-        """What the PACS's cap kept out of ``parent``'s cached listing (``""``: nothing known).
+    def missing(self, parent: ParentRecord | Mapping[str, str]) -> str:
+        """What the PACS's cap kept out of a cached listing (``""``: nothing known): ``parent``'s,
+        or a search's (its ``keys``, as given to :meth:`matching`).
 
-        Never asks the PACS: call it after :meth:`children`, which stores the listing and this.
+        Never asks the PACS: call it after :meth:`children` or :meth:`matching`, which store the
+        listing and this.
         """
-        got = self._listings.get(f"{self._prefix}/{listing_key(parent)}{MISSING_SUFFIX}")
+        key = matching_key(parent) if isinstance(parent, Mapping) else listing_key(parent)
+        got = self._listings.get(f"{self._prefix}/{key}{MISSING_SUFFIX}")
         return str(got[0]) if got is not None else ""
 
     def in_flight(self, parent: ParentRecord) -> int:
@@ -237,7 +267,10 @@ class Catalog:
         return self._flights.users(f"{self._prefix}/{listing_key(parent)}")
 
     def _children(self, parent: ParentRecord, *, prefetch: bool = True) -> tuple[Record, ...]:
-        records, fresh = self._cached(parent)
+        key = f"{self._prefix}/{listing_key(parent)}"
+        records, fresh = self._cached(
+            key, lambda: self._complete(parent), self._describe_parent(parent), root=parent is None
+        )
         if (
             fresh
             and prefetch
@@ -253,10 +286,12 @@ class Catalog:
     def _prefetch(self, parent: ParentRecord) -> None:
         self._children(parent, prefetch=False)
 
-    def _cached(self, parent: ParentRecord) -> tuple[tuple[Record, ...], bool]:
+    def _cached(
+        self, key: str, find: Callable[[], Found], where: str, *, root: bool = False
+    ) -> tuple[tuple[Record, ...], bool]:
         """(records, came from the PACS just now): a fresh cached listing, or a new one from the
-        PACS (one query per key at a time), or a stale one when the PACS cannot be reached."""
-        key = f"{self._prefix}/{listing_key(parent)}"
+        PACS through ``find`` (one query per key at a time), or a stale one when the PACS cannot
+        be reached. ``where`` names the listing in log lines; ``root``: it is the root's."""
         got = self._listings.get(key)
         if got is not None and got[1]:
             return got[0], False
@@ -273,16 +308,16 @@ class Catalog:
                 LOGGER.debug("PACS unreachable (%s); serving the cached listing of %s", down, key)
                 return got[0], False
             try:
-                found = self._complete(parent)
+                found = find()
             except AnswerCapped as exc:
-                self._remember_cap(key, exc, root=parent is None)
+                self._remember_cap(key, exc, root=root)
                 raise
             except PacsError as exc:
                 if got is None:
                     raise
                 LOGGER.warning("PACS unavailable (%s); serving the cached listing of %s", exc, key)
                 return got[0], False
-            self._store(key, found, self._describe_parent(parent))
+            self._store(key, found, where)
             return found.records, True
 
     def _raise_if_capped(self, key: str) -> None:

@@ -134,9 +134,12 @@ class QueryService(Protocol):
         ...
 
     def matching_studies(self, keys: Mapping[str, str]) -> Matches:
-        """STUDY-level rows matching ``keys`` (keyword -> value), with the keys of :meth:`studies`;
-        a capped answer is split until whole where it can be, else ``Matches.missing`` says what
-        is not listed (``core.splitting.complete_studies``)."""
+        """STUDY-level rows matching ``keys`` (keyword -> value, PS3.4 C.2.2.2; checked by the
+        caller, e.g. ``core.querykeys``) with the return keys of :meth:`studies`, plus ``keys``
+        themselves: the search behind by-date, by-uid, by-id and query directories. Never a
+        universal query: the caller gives at least one key with a value. A capped answer is split
+        until whole where it can be, else ``Matches.missing`` says what is not listed
+        (``core.splitting.complete_studies``)."""
         ...
 
     def series(self, patient_id: str, study_uid: str) -> list[Row]:

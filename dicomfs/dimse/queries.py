@@ -24,19 +24,20 @@ LOGGER = logging.getLogger(__name__)
 
 #: ``PacsClient.model`` of the Patient Root model (the other is Study Root).
 PATIENT_ROOT = QueryModel.PATIENT_ROOT
+STUDY_ROOT = QueryModel.STUDY_ROOT
 
-#: The return keys of every STUDY-level query (``QueryService.studies``).
-STUDY_KEYS = (
-    "StudyInstanceUID",
-    "NumberOfStudyRelatedSeries",
-    "StudyDate",
-    "StudyTime",
-    "StudyDescription",
-    "AccessionNumber",
-    "PatientID",
-    "PatientName",
-    "IssuerOfPatientID",
-)
+#: The return keys of every STUDY-level query: what a study directory shows, and whose it is.
+STUDY_RETURN_KEYS = {
+    "StudyInstanceUID": "",
+    "NumberOfStudyRelatedSeries": "",
+    "StudyDate": "",
+    "StudyTime": "",
+    "StudyDescription": "",
+    "AccessionNumber": "",
+    "PatientID": "",
+    "PatientName": "",
+    "IssuerOfPatientID": "",
+}
 
 
 def identifier(level: str, **keys: str) -> Dataset:
@@ -156,8 +157,8 @@ class DimseQueries:
 
     def studies(self, patient_id: str, limit: int | None = None) -> list[Row]:
         """STUDY-level rows of one Patient ID (``""``: universal matching, every study, at most
-        ``limit``: the root's query). One patient's studies are made whole where the PACS caps
-        them (``core.splitting``: StudyDate, then StudyTime ranges).
+        ``limit``: the root's query), in the mount's model. One patient's studies are made whole
+        where the PACS caps them (``core.splitting``: StudyDate, then StudyTime ranges).
 
         Raises
         ------
@@ -166,27 +167,55 @@ class DimseQueries:
             could not make whole (the message says what is missing).
         """
         if not patient_id:
-            return self._find(identifier("STUDY", **dict.fromkeys(STUDY_KEYS, "")), limit=limit)
-        matches = self.matching_studies({"PatientID": patient_id}, where=f"Patient ID {patient_id!r}")
+            return self._find(identifier("STUDY", **STUDY_RETURN_KEYS), limit=limit)
+        matches = complete_studies(
+            lambda matching: self._find(self._study_query(matching)),
+            {"PatientID": patient_id},
+            where=f"Patient ID {patient_id!r}",
+        )
         if matches.missing:
             raise AnswerCapped(matches.missing, len(matches.rows), matches.rows)
         return matches.rows
 
     def matching_studies(self, keys: Mapping[str, str], *, where: str = "") -> Matches:
-        """STUDY-level rows matching ``keys`` (keyword -> value, PS3.4 C.2.2.2) with the return
-        keys of :meth:`studies`; where the PACS caps the answer, asked again in parts until each
-        is whole (``core.splitting.complete_studies``), else ``missing`` says what is not listed.
+        """STUDY-level rows matching ``keys`` (keyword -> value, PS3.4 C.2.2.2; checked by the
+        caller, e.g. ``core.querykeys``) with the study return keys; where the PACS caps the
+        answer, asked again in parts until each is whole (``core.splitting.complete_studies``),
+        else ``missing`` says what is not listed.
+
+        Asked in the Study Root model, which is the one for study searches across patients
+        (PS3.4 C.6.2: STUDY is its top level, so no patient unique key is needed, C.4.1.2.2.1);
+        a Patient Root mount whose PACS refuses Study Root asks in Patient Root instead.
 
         Raises
         ------
         QueryRefused, PacsError
             As every query (a cap is no error here: it is split or reported in ``missing``).
         """
+        return complete_studies(
+            lambda matching: self._find_any_root(self._study_query(matching)), keys, where=where
+        )
 
-        def find(matching: Mapping[str, str]) -> list[Row]:
-            return self._find(identifier("STUDY", **{**dict.fromkeys(STUDY_KEYS, ""), **matching}))
+    @staticmethod
+    def _study_query(keys: Mapping[str, str]) -> Dataset:
+        query = identifier("STUDY", **{**STUDY_RETURN_KEYS, **keys})
+        if not all(value.isascii() for value in keys.values()):
+            # Matching values beyond ASCII need their character set named (PS3.4 C.4.1.1.3.1 and
+            # C.2.2.2: the identifier's Specific Character Set); UTF-8 holds whatever was typed.
+            query.SpecificCharacterSet = "ISO_IR 192"
+        return query
 
-        return complete_studies(find, keys, where=where)
+    def _find_any_root(self, query: Dataset) -> list[Row]:
+        """A STUDY-level search in Study Root; in the mount's Patient Root where that is refused."""
+        try:
+            return self._find(query, STUDY_ROOT)
+        except AnswerCapped:
+            raise
+        except QueryRefused as exc:
+            if self._client.model != PATIENT_ROOT:
+                raise
+            LOGGER.info("searching studies in the Patient Root model: %s", exc)
+            return self._find(query)
 
     def _patient_key(self, patient_id: str) -> str:
         """PatientID's value below the STUDY level: a matching key in Patient Root, where it is the

@@ -56,6 +56,9 @@ class Root:
         Top-level directory name -> the view shown below it (safe file names, no ``/``).
     hidden : Mapping[str, View]
         As ``mounts``, but left out of the root's listing (``ls -a`` does not show them).
+    listed_when_capped : Sequence[str]
+        Names of ``hidden`` that the root lists when the default view cannot list it for its
+        size (``AnswerCapped``): then they are the way in, beside ``README.txt``.
     """
 
     def __init__(
@@ -63,9 +66,11 @@ class Root:
         default: View,
         mounts: Mapping[str, View] = MappingProxyType({}),
         hidden: Mapping[str, View] = MappingProxyType({}),
+        listed_when_capped: Sequence[str] = (),
     ) -> None:
         self._default = default
         self._listed = list(mounts)
+        self._listed_when_capped = [name for name in listed_when_capped if name in hidden]
         self._mounts = {**mounts, **hidden}
         self.mount_time = default.mount_time
 
@@ -94,7 +99,7 @@ class Root:
             try:
                 listed = self._default.children(self._default.lookup("/"))
             except AnswerCapped as exc:
-                entries = [self._guide(exc)]
+                entries = [self._guide(exc), *(self.lookup(name) for name in self._listed_when_capped)]
             else:
                 entries = [child for child in listed if child.name not in hidden]
             entries += [self.lookup(name) for name in self._listed]
@@ -105,7 +110,7 @@ class Root:
         return self._default.children(node)
 
     def _guide(self, capped: AnswerCapped) -> Node:
-        text = guide_text(str(capped), self._listed)
+        text = guide_text(str(capped), [*self._listed, *self._listed_when_capped])
         # Volatile: a reason that changes gives new text; front ends must not keep the old one.
         return Node(GUIDE_FILE, False, self.mount_time, ref=_Guide(text), volatile=True)
 
