@@ -149,10 +149,17 @@ def test_cp_file_and_cp_r_study_are_stored_and_listed_at_once(
     with mounted(tmp_path / "mnt", options) as mount:
         root = mount.mountpoint
         assert sorted(os.listdir(root)) == ["upload"]  # the empty PACS; listed, so cached
+        source = pydicom.dcmread(axial[0], stop_before_pixels=True)
+        date = str(source.StudyDate)
+        day = root / "by-date" / date[:4] / f"{date[:4]}-{date[4:6]}" / f"{date[:4]}-{date[4:6]}-{date[6:]}"
+        by_id = root / "by-id" / str(source.PatientID)
+        assert os.listdir(day) == []  # listed empty, so cached
+        assert not by_id.exists()  # an ID without studies is no directory (cached so)
         before = stores_seen(server)
         done = run("cp", str(axial[0]), str(root / "upload"))
         assert done.returncode == 0, done.stderr
         assert stores_seen(server) == before + 1
+        assert len(os.listdir(day)) == len(os.listdir(by_id)) == 1  # the views' searches too
         patient = entry_with(root, "(PAT-UTF8)")  # at once: the root listing was discarded
         thorax = entry_with(patient, "CT Thorax")
         assert len(os.listdir(thorax)) == 1  # one series listed (and cached)

@@ -93,6 +93,9 @@ def translate_errors(method: F) -> F:
             _ERRORS.error(method.__name__, args[0] if args else "", str(exc))
             LOGGER.debug("traceback", exc_info=True)
             raise mfusepy.FuseOSError(errno.EIO) from exc
+        except PermissionError as exc:  # a refusal by design (upload/ is write-only), no failure
+            LOGGER.debug("%s %s: %s", method.__name__, args[0] if args else "", exc)
+            raise mfusepy.FuseOSError(errno.EACCES) from exc
         except OSError as exc:
             _ERRORS.error(method.__name__, args[0] if args else "", str(exc))
             # A negative errno (a resolver's EAI_*) is no errno for FUSE: mfusepy would say EINVAL.
