@@ -50,13 +50,21 @@ ROOT_LEVELS = ("PATIENT", "STUDY")
 IMAGE_SIDE = 8
 
 
-@dataclass(frozen=True)
+@dataclass
 class FindRequest:
-    """One C-FIND as received: its level, and the keys that had a value (matching keys)."""
+    """One C-FIND as received: its level, the keys that had a value (matching keys), and how it
+    ended (refused; matches sent; cancelled by the requestor, PS3.4 C.4.1.2.3)."""
 
     level: str
     keys: Mapping[str, str]
     refused: bool = False
+    answered: int = 0
+    cancelled: bool = False
+
+    @property
+    def universal(self) -> bool:
+        """At PATIENT or STUDY level with no matching key: a query for the whole archive."""
+        return self.level in ROOT_LEVELS and not self.keys
 
 
 def matching_keys(identifier: Dataset) -> dict[str, str]:
@@ -116,7 +124,15 @@ class BigArchive:
     def universal(self) -> list[FindRequest]:
         """The C-FINDs that asked for the whole archive (PATIENT/STUDY level, no matching key)."""
         with self._lock:
-            return [find for find in self.finds if find.level in ROOT_LEVELS and not find.keys]
+            return [find for find in self.finds if find.universal]
+
+    @property
+    def listed_whole(self) -> list[FindRequest]:
+        """The universal C-FINDs that were answered beyond their first match (not refused, not
+        cancelled after one match as a start-up check does): the archive listed itself whole."""
+        return [
+            find for find in self.universal if not find.refused and (find.answered > 1 or not find.cancelled)
+        ]
 
     def finds_at(self, level: str) -> list[FindRequest]:
         with self._lock:
@@ -159,11 +175,12 @@ class BigArchive:
         identifier = event.identifier
         level = str(identifier.get("QueryRetrieveLevel", ""))
         keys = matching_keys(identifier)
-        universal = level in ROOT_LEVELS and not {k: v for k, v in keys.items() if v != "*"}
-        refused = universal and self.refuse_universal
+        keys = {keyword: value for keyword, value in keys.items() if value != "*"}
+        request = FindRequest(level, keys)
+        request.refused = refused = request.universal and self.refuse_universal
         with self._lock:
-            self.finds.append(FindRequest(level, keys, refused))
-        if universal:
+            self.finds.append(request)
+        if request.universal:
             LOGGER.warning("universal %s-level C-FIND%s", level, " refused (0xA700)" if refused else "")
         if refused:
             yield OUT_OF_RESOURCES, None
@@ -175,8 +192,10 @@ class BigArchive:
             ]
             for entity in matches:
                 if event.is_cancelled:
+                    request.cancelled = True
                     yield statuses.CANCEL, None
                     return
+                request.answered += 1
                 yield statuses.PENDING, self._response(entity, asked)
         except ValueError as exc:
             LOGGER.warning("C-FIND refused: %s", exc)

@@ -122,12 +122,21 @@ class BigIndex:
         A date (YYYYMMDD) that gets ``crowded_studies`` more studies, all of it: the huge day.
     crowded_studies : int
         The huge day's extra studies (numbered after the spread ones).
+    crowd_patient : int or None
+        The patient of every extra study (a patient directory as huge as the day); None spreads
+        them over the patients as the others are.
     instances : int
         Instances per series.
     """
 
     def __init__(
-        self, studies: int = 20_000, *, crowded_day: str = "", crowded_studies: int = 0, instances: int = 2
+        self,
+        studies: int = 20_000,
+        *,
+        crowded_day: str = "",
+        crowded_studies: int = 0,
+        crowd_patient: int | None = None,
+        instances: int = 2,
     ) -> None:
         self.instances_per_series = instances
         self.patients = max(1, studies // STUDIES_PER_PATIENT)
@@ -139,9 +148,9 @@ class BigIndex:
             )
             for n in range(studies)
         ]
-        crowd = [
-            Study(studies + k, (studies + k) % self.patients, crowded_day) for k in range(crowded_studies)
-        ]
+        numbers = range(studies, studies + crowded_studies)
+        owner = (lambda n: n % self.patients) if crowd_patient is None else (lambda n: crowd_patient)
+        crowd = [Study(n, owner(n), crowded_day) for n in numbers]
         self.studies: list[Study] = spread + crowd
         self.by_date: dict[str, list[int]] = {}
         self.by_patient: dict[int, list[int]] = {}
