@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -33,6 +33,9 @@ from dicomfs.dimse.qrmodels import MODELS, VERIFICATION
 __all__ = ["AssociationSlots", "PacsAddress", "PacsClient", "RetrieveOutcome"]
 
 LOGGER = logging.getLogger(__name__)
+
+#: What :meth:`PacsClient.find` keeps of each match (``keep``).
+Kept = TypeVar("Kept")
 
 
 def _take_scp_role(accepted_storage: Sequence[Any]) -> None:
@@ -96,15 +99,29 @@ class PacsClient:
             # An answer; or every slot is in use by associations that will report themselves.
             return
 
-    def find(self, identifier: Dataset, model_name: str = "") -> list[Dataset]:
+    @overload
+    def find(self, identifier: Dataset, model_name: str = "") -> list[Dataset]: ...
+
+    @overload
+    def find(
+        self, identifier: Dataset, model_name: str = "", *, keep: Callable[[Dataset], Kept]
+    ) -> list[Kept]: ...
+
+    def find(
+        self, identifier: Dataset, model_name: str = "", *, keep: Callable[[Dataset], Any] | None = None
+    ) -> list[Any]:
         """C-FIND with ``identifier`` in the mount's query model (or ``model_name``); all matches.
+
+        ``keep``: what to keep of each match, called as it arrives, so that the decoded
+        identifiers (about 4 kB each in pydicom) never pile up: a 50,000-study answer would hold
+        200 MB of them (bench/bigday.py). Without it, the identifiers themselves.
 
         Raises QueryRefused when the PACS does not accept the model or fails the query, and
         PacsError when it cannot be reached or gives up.
         """
         model = MODELS[model_name or self.model]["find"]
         started = time.monotonic()
-        matches: list[Dataset] = []
+        matches: list[Any] = []
         # Both models are proposed: a PACS that accepts none of the contexts aborts the association
         # (pynetdicom), which would look like an outage; with two, the missing one is a clear "no".
         syntaxes = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
@@ -129,7 +146,7 @@ class PacsClient:
                 code = status_of(status)
                 if statuses.is_pending(code):
                     if match is not None:
-                        matches.append(match)
+                        matches.append(match if keep is None else keep(match))
                 elif code == statuses.SUCCESS:
                     break
                 else:
