@@ -17,8 +17,12 @@ DIR, FILE = stat.S_IFDIR | 0o755, stat.S_IFREG | 0o644
 CHILDREN = [Node(f"d{i}", True, 0.0) for i in range(3)] + [Node("f.dcm", False, 0.0)]
 
 
+def mode_of(node: Node) -> int:
+    return DIR if node.is_dir else FILE
+
+
 def names(offset: int) -> list[tuple[str, int, int]]:
-    return list(entries_from(CHILDREN, offset, DIR, FILE))
+    return list(entries_from(CHILDREN, offset, mode_of, DIR))
 
 
 def test_entries_resume_after_the_offset_libfuse_gives() -> None:
@@ -39,7 +43,7 @@ def test_entries_are_made_only_as_taken() -> None:
             return super().__getitem__(index)
 
     children = Counting(Node(f"s{i}", True, 0.0) for i in range(50_000))
-    page = entries_from(children, 1000, DIR, FILE)
+    page = entries_from(children, 1000, mode_of, DIR)
     first = [next(page) for _ in range(10)]
     assert first[0] == ("s998", DIR, 1001)
     assert Counting.reads == 10

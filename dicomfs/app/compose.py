@@ -26,9 +26,13 @@ from dicomfs.dimse.receiver import InstanceReceiver
 from dicomfs.dimse.scp import StorageSCP
 from dicomfs.dimse.strategy import DimseRetrieval
 from dicomfs.views import naming
+from dicomfs.views.bydate import ByDate
+from dicomfs.views.byid import ByIdentifier
+from dicomfs.views.byuid import ByUid
 from dicomfs.views.control import CONTROL_DIR, ControlView
 from dicomfs.views.hierarchy import PatientHierarchy, base_name
 from dicomfs.views.node import Namespace
+from dicomfs.views.querydir import QueryDirectories
 from dicomfs.views.root import Root
 
 LOGGER = logging.getLogger(__name__)
@@ -163,7 +167,11 @@ class MountServices:
         )
         # /.dicomfs/status.json: hidden from listings (dicomfs status reads it).
         control = ControlView(status.report, hierarchy.mount_time)
-        self.namespace = Root(hierarchy, hidden={CONTROL_DIR: control})
+        self.namespace = Root(
+            hierarchy,
+            mounts=catalog_views(self.catalog, instances, hierarchy.mount_time),
+            hidden={CONTROL_DIR: control},
+        )
         LOGGER.info("mounted %s at %s (retrieve=%s)", prefix, opts.mountpoint, opts.retrieve)
         # FUSE init() runs once the kernel has mounted us: a Type=notify unit is ready now.
         notify.notify(notify.READY, f"STATUS=serving {prefix} at {opts.mountpoint}")
@@ -201,6 +209,17 @@ class MountServices:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def catalog_views(catalog: Catalog, instances: Instances, mount_time: float) -> dict[str, Namespace]:
+    """The views beside the patient tree, by their top-level names (README "Views")."""
+    return {
+        "by-date": ByDate(catalog, instances, mount_time=mount_time),
+        "by-uid": ByUid(catalog, instances, mount_time=mount_time),
+        "by-id": ByIdentifier(catalog, instances, keyword="PatientID", mount_time=mount_time),
+        "by-accession": ByIdentifier(catalog, instances, keyword="AccessionNumber", mount_time=mount_time),
+        "query": QueryDirectories(catalog, instances, mount_time=mount_time),
+    }
 
 
 def build_namespace(opts: MountOptions) -> MountServices:

@@ -4,6 +4,7 @@
     studies(patient)    one person's studies              (C-FIND STUDY level)
     series(study)       one study's series                (C-FIND SERIES level)
     instances(series)   one series' SOP instances         (C-FIND IMAGE level)
+    matching(keys)      the studies a search finds        (C-FIND STUDY level, any patient)
 
 A listing is cached (``ListingCache``, on disk too) for ``ttl`` under its whole parent chain, never
 a UID alone (issue #7). Only one query per listing runs at a time (:class:`LocksWhileInUse`); a
@@ -15,8 +16,9 @@ the background (:class:`Prefetcher`). This module knows no file names, no FUSE a
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from dicomfs.core.errors import FailedFast, NotFound, PacsError
@@ -64,6 +66,11 @@ def listing_key(parent: ParentRecord) -> str:
     if isinstance(parent, StudyRecord):
         return f"series/{parent.chain_text}"
     return f"instances/{parent.chain_text}"
+
+
+def matching_key(keys: Mapping[str, str]) -> str:
+    """The cache key of a search's listing: ``matching/`` and the keys as canonical JSON."""
+    return "matching/" + json.dumps(dict(sorted(keys.items())), ensure_ascii=False, separators=(",", ":"))
 
 
 class Catalog:
@@ -136,6 +143,16 @@ class Catalog:
         """One series' SOP instances (its patient's only)."""
         return self._children(series)  # type: ignore[return-value]
 
+    def matching(self, keys: Mapping[str, str]) -> tuple[StudyRecord, ...]:
+        """The studies a STUDY-level search finds (``keys``: keyword -> checked value), each
+        with its own patient; cached under :func:`matching_key` like any other listing (``ttl``,
+        one query per key at a time, stale while the PACS is down). Raises as :meth:`children`."""
+        key = f"{self._prefix}/{matching_key(keys)}"
+        records, fresh = self._cached(key, lambda: self._finder.matching(keys))
+        if fresh and len(records) <= PREFETCH_MAX_CHILDREN:
+            self._prefetcher.add(records)  # type: ignore[arg-type]  # studies are parents
+        return records  # type: ignore[return-value]
+
     def children(self, parent: ParentRecord) -> tuple[Record, ...]:
         """The listing of any parent record (None: the root), as the methods above give it.
 
@@ -174,7 +191,8 @@ class Catalog:
         return self._flights.users(f"{self._prefix}/{listing_key(parent)}")
 
     def _children(self, parent: ParentRecord, *, prefetch: bool = True) -> tuple[Record, ...]:
-        records, fresh = self._cached(parent)
+        key = f"{self._prefix}/{listing_key(parent)}"
+        records, fresh = self._cached(key, lambda: self._complete(parent))
         if (
             fresh
             and prefetch
@@ -190,10 +208,10 @@ class Catalog:
     def _prefetch(self, parent: ParentRecord) -> None:
         self._children(parent, prefetch=False)
 
-    def _cached(self, parent: ParentRecord) -> tuple[tuple[Record, ...], bool]:
+    def _cached(self, key: str, find: Callable[[], Found]) -> tuple[tuple[Record, ...], bool]:
         """(records, came from the PACS just now): a fresh cached listing, or a new one from the
-        PACS (one query per key at a time), or a stale one when the PACS cannot be reached."""
-        key = f"{self._prefix}/{listing_key(parent)}"
+        PACS through ``find`` (one query per key at a time), or a stale one when the PACS cannot
+        be reached."""
         got = self._listings.get(key)
         if got is not None and got[1]:
             return got[0], False
@@ -208,7 +226,7 @@ class Catalog:
                 LOGGER.debug("PACS unreachable (%s); serving the cached listing of %s", down, key)
                 return got[0], False
             try:
-                found = self._complete(parent)
+                found = find()
             except PacsError as exc:
                 if got is None:
                     raise

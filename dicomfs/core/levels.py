@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from dicomfs.core.model import PatientKey, identify_patients
@@ -123,6 +123,37 @@ class LevelFinder:
             )
             for key, (row, mtime) in shown.items()
         )
+
+    # -- searches (the views beside the patient tree) --------------------------------------------
+
+    def matching(self, keys: Mapping[str, str]) -> Found:
+        """One record per study matching ``keys``, each with the person whose study it is.
+
+        A search crosses patients, so every study carries a :class:`PatientRecord` made from its
+        own row's PatientID, IssuerOfPatientID and PatientName, told apart as a study-level root
+        tells them (:func:`~dicomfs.core.model.identify_patients` over the rows). Its instances
+        then have the same :class:`~dicomfs.core.model.InstanceKey` as in the patient tree: one
+        set of cached files however the study was reached.
+        """
+        matches = self._queries.matching_studies(keys)
+        if matches.missing:
+            LOGGER.warning("search %s: %s", dict(keys), matches.missing)
+        rows = unique_rows(
+            matches.rows,
+            "StudyInstanceUID",
+            "STUDY",
+            also=("PatientID", "IssuerOfPatientID", "PatientName"),
+        )
+        people = identify_patients([patient_of(row) for row in rows])
+        patients: dict[PatientKey, PatientRecord] = {}
+        studies: list[StudyRecord] = []
+        for key, row in zip(people, rows, strict=True):
+            patient = patients.get(key)
+            if patient is None:
+                patient = PatientRecord(key, row, 0.0, -1, row.get(RAW_PATIENT_ID) or key.patient_id)
+                patients[key] = patient
+            studies.extend(self._study_records(patient, [row]))
+        return Found(tuple(studies))
 
     # -- below a patient ------------------------------------------------------------------------
 

@@ -7,11 +7,11 @@ waits for instances through these interfaces, and the DIMSE package supplies the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from dicomfs.core.model import SeriesKey, SeriesRef
-from dicomfs.core.rows import Row
+from dicomfs.core.rows import Matches, Row
 
 # -- retrieval (RetrieveService and the receiver's side) -------------------------------------------
 
@@ -128,6 +128,13 @@ class QueryService(Protocol):
         """STUDY-level rows of ``patient_id`` (``""``: every study) with StudyInstanceUID,
         NumberOfStudyRelatedSeries, StudyDate, StudyTime, StudyDescription, AccessionNumber,
         PatientID, PatientName, IssuerOfPatientID."""
+        ...
+
+    def matching_studies(self, keys: Mapping[str, str]) -> Matches:
+        """STUDY-level rows matching ``keys`` (keyword -> value, PS3.4 C.2.2.2; checked by the
+        caller, e.g. ``core.querykeys``) with the return keys of :meth:`studies`, plus ``keys``
+        themselves: the search behind by-date, by-uid, by-id and query directories. Never a
+        universal query: the caller gives at least one key with a value."""
         ...
 
     def series(self, patient_id: str, study_uid: str) -> list[Row]:

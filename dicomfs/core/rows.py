@@ -1,6 +1,6 @@
 """C-FIND matches as text rows, and the screening of rows a PACS should not have sent.
 
-A match is decoded once (``dicomfs.dimse.queries.read_rows``) into a :data:`Row`, then read many
+A match is decoded once, as it arrives (``dicomfs.dimse.queries.RowReader``), into a :data:`Row`, then read many
 times. Screening drops, and logs, rows of another level, without their unique key, duplicated,
 or naming another parent than the one the listing is of (PS3.4 C.4.1.2.2: the unique keys of the
 levels above are returned with every match, so they can be checked).
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from dicomfs.core.model import name_key
 
@@ -20,6 +21,23 @@ Row = dict[str, str]
 
 #: The Patient ID exactly as the PACS sent it (the text drops padding): what to ask for it with.
 RAW_PATIENT_ID = "PatientID/raw"
+
+
+@dataclass(frozen=True)
+class Matches:
+    """The answer to one search (``QueryService.matching_studies``).
+
+    Attributes
+    ----------
+    rows : list[Row]
+        The matches, in the PACS's order.
+    missing : str
+        ``""`` when the answer is complete; else one line saying what is missing (a PACS that
+        capped its answer and could not be asked in parts).
+    """
+
+    rows: list[Row] = field(default_factory=list)
+    missing: str = ""
 
 
 def count(row: Row, keyword: str) -> int:

@@ -9,12 +9,12 @@ is asked for: Orthanc opens every file for non-indexed IMAGE-level keys (issue #
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from pydicom.dataset import Dataset
 
 from dicomfs.core.errors import QueryRefused
-from dicomfs.core.rows import RAW_PATIENT_ID, Row
+from dicomfs.core.rows import RAW_PATIENT_ID, Matches, Row
 from dicomfs.dimse import decode
 from dicomfs.dimse.client import PacsClient
 from dicomfs.dimse.qrmodels import QueryModel
@@ -23,6 +23,20 @@ LOGGER = logging.getLogger(__name__)
 
 #: ``PacsClient.model`` of the Patient Root model (the other is Study Root).
 PATIENT_ROOT = QueryModel.PATIENT_ROOT
+STUDY_ROOT = QueryModel.STUDY_ROOT
+
+#: The return keys of every STUDY-level query: what a study directory shows, and whose it is.
+STUDY_RETURN_KEYS = {
+    "StudyInstanceUID": "",
+    "NumberOfStudyRelatedSeries": "",
+    "StudyDate": "",
+    "StudyTime": "",
+    "StudyDescription": "",
+    "AccessionNumber": "",
+    "PatientID": "",
+    "PatientName": "",
+    "IssuerOfPatientID": "",
+}
 
 
 def identifier(level: str, **keys: str) -> Dataset:
@@ -154,20 +168,30 @@ class DimseQueries:
 
     def studies(self, patient_id: str) -> list[Row]:
         """STUDY-level rows of one Patient ID (``""``: universal matching, every study)."""
-        return self._find(
-            identifier(
-                "STUDY",
-                StudyInstanceUID="",
-                NumberOfStudyRelatedSeries="",
-                StudyDate="",
-                StudyTime="",
-                StudyDescription="",
-                AccessionNumber="",
-                PatientID=patient_id,
-                PatientName="",
-                IssuerOfPatientID="",
-            )
-        )
+        return self._find(identifier("STUDY", **{**STUDY_RETURN_KEYS, "PatientID": patient_id}))
+
+    def matching_studies(self, keys: Mapping[str, str]) -> Matches:
+        """STUDY-level rows matching ``keys`` (the caller checked them), with the study return keys.
+
+        Asked in the Study Root model, which is the one for study searches across patients
+        (PS3.4 C.6.2: STUDY is its top level, so no patient unique key is needed, C.4.1.2.2.1);
+        a Patient Root mount whose PACS refuses Study Root asks in Patient Root instead.
+
+        Raises
+        ------
+        QueryRefused
+            The PACS refuses or fails the query.
+        PacsError
+            The PACS cannot be reached.
+        """
+        query = identifier("STUDY", **{**STUDY_RETURN_KEYS, **keys})
+        try:
+            return Matches(self._find(query, STUDY_ROOT))
+        except QueryRefused as exc:
+            if self._client.model != PATIENT_ROOT:
+                raise
+            LOGGER.info("searching studies in the Patient Root model: %s", exc)
+            return Matches(self._find(query))
 
     def _patient_key(self, patient_id: str) -> str:
         """PatientID's value below the STUDY level: a matching key in Patient Root, where it is the

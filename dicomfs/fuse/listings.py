@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from dicomfs.views.node import Node
 
@@ -64,7 +64,9 @@ class OpenListings:
             return len(self._listings)
 
 
-def entries_from(children: Sequence[Node], offset: int, dir_mode: int, file_mode: int) -> Iterator[Entry]:
+def entries_from(
+    children: Sequence[Node], offset: int, mode_of: Callable[[Node], int], dir_mode: int
+) -> Iterator[Entry]:
     """The entries after ``offset``: ``.`` is 1, ``..`` is 2, ``children[i]`` is ``i + 3``.
 
     Parameters
@@ -73,8 +75,10 @@ def entries_from(children: Sequence[Node], offset: int, dir_mode: int, file_mode
         The directory's listing (sorted by name, as ``Namespace.children`` returns it).
     offset : int
         What libfuse passes: 0 for the first page, else the offset of the last entry it kept.
-    dir_mode, file_mode : int
-        ``st_mode`` of directories and files (only the file type bits reach the kernel).
+    mode_of : Callable[[Node], int]
+        A child's ``st_mode`` (only its file type bits reach the kernel: directory, file, link).
+    dir_mode : int
+        The ``st_mode`` of ``.`` and ``..``.
 
     Yields
     ------
@@ -87,4 +91,4 @@ def entries_from(children: Sequence[Node], offset: int, dir_mode: int, file_mode
             yield name, dir_mode, position
     for index in range(max(0, offset - 2), len(children)):
         child = children[index]
-        yield child.name, dir_mode if child.is_dir else file_mode, index + 3
+        yield child.name, mode_of(child), index + 3

@@ -12,6 +12,7 @@ import errno
 import functools
 import logging
 import os
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -159,11 +160,16 @@ class DicomFS(mfusepy.Operations):
             raise NotFound(path)
         return self._services.namespace.lookup(path)
 
+    def _mode(self, node: Node) -> int:
+        if node.link:  # symlink(7): the permissions of a link are not used
+            return stat.S_IFLNK | 0o777
+        return self._own.dir_mode if node.is_dir else self._own.file_mode
+
     def _stat(self, node: Node, size: int = 0) -> dict[str, int]:
         mtime = int(node.mtime * 1e9)
         is_file = not node.is_dir
         return {
-            "st_mode": self._own.file_mode if is_file else self._own.dir_mode,
+            "st_mode": self._mode(node),
             "st_nlink": 1 if is_file else 2,
             "st_size": size,
             "st_blocks": (size + 511) // 512,
@@ -179,6 +185,8 @@ class DicomFS(mfusepy.Operations):
         node = self._resolve(path)
         if node.is_dir:
             return self._stat(node)
+        if node.link:  # lstat(2): a link's size is its target's length
+            return self._stat(node, len(node.link.encode()))
         namespace = self._services.namespace
         size = namespace.cached_size(node)
         if size is None:
@@ -209,11 +217,19 @@ class DicomFS(mfusepy.Operations):
         children = self._listings.get(fh)
         if children is None:  # dropped from the bounded table: list again
             children = self._children(path)
-        return entries_from(children, offset, self._own.dir_mode, self._own.file_mode)
+        return entries_from(children, offset, self._mode, self._own.dir_mode)
 
     def releasedir(self, path: str, fh: int) -> int:
         self._listings.release(fh)
         return 0
+
+    @translate_errors
+    def readlink(self, path: str) -> str:
+        """A link's target, relative to its directory (``by-date/today``); EINVAL for others."""
+        node = self._resolve(path)
+        if not node.link:
+            raise mfusepy.FuseOSError(errno.EINVAL)
+        return node.link
 
     @translate_errors
     def access(self, path: str, amode: int) -> int:
@@ -231,6 +247,8 @@ class DicomFS(mfusepy.Operations):
         node = self._resolve(path)
         if node.is_dir:
             raise mfusepy.FuseOSError(errno.EISDIR)
+        if node.link:  # the kernel follows links itself: an open of the link is a bug
+            raise mfusepy.FuseOSError(errno.ELOOP)
         fd = self._services.namespace.open(node, reader=caller_process())
         if node.volatile:
             self.direct_io_fds.add(fd)

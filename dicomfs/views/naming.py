@@ -27,6 +27,8 @@ MAX_NAME_BYTES = 255
 # Room reserved for the identifying suffix of composite names ("(PID)", "(ACC)"), so a 1,000-byte
 # description cannot push the identifier out of the name. DICOM LO is 64 characters anyway.
 _ID_PART_BYTES = 96
+# The patient's half of a patient-and-study name (patient_study_dir_name); the study gets the rest.
+_HALF = 126
 _DCM = ".dcm"
 _NO_NAME = "(no name)"
 _NO_DATE = "no date"
@@ -128,6 +130,20 @@ def study_dir_name(study_date: str, description: str, accession: str) -> str:
     return _with_id(head, accession)
 
 
+def patient_study_dir_name(
+    patient_name: str, patient_id: str, study_date: str, description: str, accession: str
+) -> str:
+    """'DOE^JANE (PID0001) - 2024-03-01 CT CHEST (ACC123)': whose study, then its usual name.
+
+    For directories that hold many patients' studies (a day, a search): the patient first, so
+    ``ls`` groups a patient's studies; each half keeps its identifier if it must be shortened.
+    """
+    patient = _with_id(_part(patient_name.rstrip("^= "), MAX_NAME_BYTES) or _NO_NAME, patient_id, _HALF)
+    date = _format_date(study_date) or _NO_DATE
+    head = " ".join(p for p in (date, _part(description, MAX_NAME_BYTES)) if p)
+    return sanitize(f"{patient} - {_with_id(head, accession, MAX_NAME_BYTES - _HALF - 3)}")
+
+
 def series_dir_name(series_number: str, modality: str, description: str) -> str:
     """'003 CT Lung 1.0mm': the number zero-padded so `ls` sorts series numerically."""
     number = _padded_int(series_number, 3) or _part(series_number, 32)
@@ -148,14 +164,14 @@ def _part(text: str, max_bytes: int) -> str:
     return "" if cleaned == "_" and text.strip() != "_" else cleaned
 
 
-def _with_id(head: str, identifier: str) -> str:
-    """'<head> (<identifier>)' within MAX_NAME_BYTES, truncating the head before the identifier."""
+def _with_id(head: str, identifier: str, max_bytes: int = MAX_NAME_BYTES) -> str:
+    """'<head> (<identifier>)' within ``max_bytes``, truncating the head before the identifier."""
     ident = _part(identifier, _ID_PART_BYTES)
     if not ident:
-        return sanitize(head)
+        return sanitize(head, max_bytes)
     tail = f" ({ident})"
-    room = MAX_NAME_BYTES - len(tail.encode("utf-8"))
-    return sanitize(_truncate_utf8(head, room).rstrip() + tail)
+    room = max_bytes - len(tail.encode("utf-8"))
+    return sanitize(_truncate_utf8(head, room).rstrip() + tail, max_bytes)
 
 
 def _padded_int(text: str, width: int) -> str:

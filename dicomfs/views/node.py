@@ -36,6 +36,10 @@ class Node:
     volatile : bool
         A file whose contents are a snapshot taken at each ``open`` (the status file): front ends
         must not keep them between opens (FUSE: direct I/O). Instances never change: False.
+    link : str
+        A symbolic link's target, relative to the link's directory (``by-date/today`` ->
+        ``2026/2026-11/2026-11-30``); ``""`` for every other node. A link is no directory
+        (``is_dir`` False) and no instance: front ends show it as a symlink and never open it.
     """
 
     name: str
@@ -44,6 +48,7 @@ class Node:
     instance: InstanceKey | None = None
     ref: object = field(default=None, compare=False, repr=False)
     volatile: bool = False
+    link: str = ""
 
 
 class Namespace(Protocol):
