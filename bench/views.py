@@ -7,10 +7,14 @@ once under ``bench/work/``, ~2 min): ``.venv/bin/python bench/views.py [--runs N
 - ``ls by-date/2023/2023-01/2023-01-01``: one STUDY-level C-FIND with StudyDate=20230101 (2,000
   studies: every patient's first) on a fresh mount; the year and month list without a query and
   are ``stat``-ed first. Peer: ``findscu`` of that query with the same return keys.
-- ``stat by-uid/<study>/<series>/<sop>.dcm`` on a fresh mount: three C-FINDs (the study by UID,
-  its series, the series' instances); the file's size may also retrieve its series (5 small
-  instances) where the kernel asks GETATTR after LOOKUP. Peer: the same three C-FINDs by
+- ``ls by-uid/<study>/<series>`` on a fresh mount: the lookup of an instance's name by UIDs, three
+  C-FINDs (the study by UID, its series, the series' instances). Peer: the same three C-FINDs by
   ``findscu`` (three processes, one after the other).
+- ``stat by-uid/<study>/<series>/<sop>.dcm`` on a fresh mount: the same three C-FINDs, then the
+  file's size: the kernel asks GETATTR after LOOKUP (libfuse 3.14 without parallel directory
+  operations caches no attributes), and an exact size retrieves the series (an IMAGE-level C-FIND
+  of the SOP Class, then a C-GET of its 5 small instances). Peer: the three ``findscu`` and a
+  SERIES-level ``getscu`` of that series.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
 from bench import data  # noqa: E402
-from bench.measure import Env, time_findscu, timed  # noqa: E402
+from bench.measure import Env, expect_files, time_findscu, time_getscu, timed  # noqa: E402
 from bench.report import Figure, Results, document  # noqa: E402
 from dicomfs.dimse.queries import STUDY_RETURN_KEYS  # noqa: E402
 from tests.pacs_servers import HOST, MoveDestination, OrthancServer, free_port  # noqa: E402
@@ -43,8 +47,13 @@ FIGURES = [
         "findscu STUDY StudyDate",
         goal_ratio=1.2,
     ),
+    Figure("uid_ls", "ls by-uid/<study>/<series>, uncached", "ms", "findscu x3", goal_ratio=1.2),
     Figure(
-        "uid_stat", "stat by-uid/<study>/<series>/<sop>.dcm, uncached", "ms", "findscu x3", goal_ratio=1.2
+        "uid_stat",
+        "stat by-uid/<study>/<series>/<sop>.dcm, uncached",
+        "ms",
+        "findscu x3 + getscu",
+        goal_ratio=1.2,
     ),
 ]
 
@@ -111,6 +120,8 @@ def bench_views(env: Env, shape: data.Shape, res: Results, i: int) -> None:
             day.parent.stat()  # year and month: no query
             res.add("ls_day", "a", timed(["ls", day]))
         with env.fresh_mount() as mount:
+            res.add("uid_ls", "a", timed(["ls", mount.mountpoint / "by-uid" / study / series]))
+        with env.fresh_mount() as mount:
             res.add(
                 "uid_stat", "a", timed(["stat", mount.mountpoint / "by-uid" / study / series / f"{sop}.dcm"])
             )
@@ -121,7 +132,12 @@ def bench_views(env: Env, shape: data.Shape, res: Results, i: int) -> None:
         three = time_findscu(env.orthanc, "STUDY", {**STUDY_RETURN_KEYS, "StudyInstanceUID": study})
         three += time_findscu(env.orthanc, "SERIES", series_keys(study))
         three += time_findscu(env.orthanc, "IMAGE", image_keys(study, series))
-        res.add("uid_stat", "b", three)
+        res.add("uid_ls", "b", three)
+        out = env.fresh_dir("getscu-series")
+        keys = {"StudyInstanceUID": study, "SeriesInstanceUID": series}
+        res.add("uid_stat", "b", three + time_getscu(env.orthanc, "SERIES", keys, out))
+        expect_files(out, shape.instances_per_series, "getscu of the series")
+        shutil.rmtree(out)
 
     for step in (dicomfs_side, findscu_side) if i % 2 == 0 else (findscu_side, dicomfs_side):
         step()
