@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-#: The UID root of every generated UID: pydicom's root (PS3.5 9) and an arc of our own (bench/data.py has .77).
+#: The root of every generated UID: pydicom's (PS3.5 9) and an arc of ours (bench/data.py has .77).
 UID_ROOT = "1.2.826.0.1.3680043.8.498.78"
 FIRST_DAY = datetime.date(2023, 1, 1)
 #: Days the studies are spread over (two years).
