@@ -46,17 +46,23 @@ def orthanc(
         yield server
 
 
+def serving_dcmqrscp(
+    workdir: Path, files: list[Path], move_port: int, *, verbose: bool = False
+) -> Iterator[DcmqrscpServer]:
+    """dcmqrscp holding ``files``, knowing our storage SCP at ``move_port``; stopped at the end."""
+    server = DcmqrscpServer(
+        workdir, destinations=[MoveDestination(DICOMFS_AET, "127.0.0.1", move_port)], verbose=verbose
+    )
+    server.load(files)
+    with server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def dcmqrscp(
     tmp_path_factory: pytest.TempPathFactory, archive_files: list[Path], move_port: int
 ) -> Iterator[DcmqrscpServer]:
-    server = DcmqrscpServer(
-        tmp_path_factory.mktemp("dcmqrscp"),
-        destinations=[MoveDestination(DICOMFS_AET, "127.0.0.1", move_port)],
-    )
-    server.load(archive_files)
-    with server:
-        yield server
+    yield from serving_dcmqrscp(tmp_path_factory.mktemp("dcmqrscp"), archive_files, move_port)
 
 
 @pytest.fixture(params=["orthanc", "dcmqrscp"])

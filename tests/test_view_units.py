@@ -15,7 +15,6 @@ from pydicom.dataset import Dataset
 from pynetdicom import evt
 
 from dicomfs.app.compose import MountServices, build_namespace
-from dicomfs.app.options import MountOptions
 from dicomfs.core.catalog import matching_key
 from dicomfs.core.errors import NotFound
 from dicomfs.core.querykeys import KEYS, BadQuery, is_uid, parse_query
@@ -24,9 +23,7 @@ from dicomfs.demo.scp import DemoArchive, handle_find
 from dicomfs.views import naming
 from dicomfs.views.bydate import ByDate, day_path
 from dicomfs.views.byid import identifier_of
-
-TIMEOUT_S = 10.0
-
+from tests.test_catalog import options
 
 # -- query directory names -------------------------------------------------------------------------
 
@@ -50,6 +47,7 @@ def test_every_allowed_key_has_the_vr_of_the_data_dictionary() -> None:
         ("StudyTime=0800-123000.5", {"StudyTime": "0800-123000.5"}),
         ("StudyInstanceUID=1.2.3\\1.2.4", {"StudyInstanceUID": "1.2.3\\1.2.4"}),
         ("PatientName=Yamada^Tarou=山田^太郎", {"PatientName": "Yamada^Tarou=山田^太郎"}),
+        ("PatientName=" + "N" * 64 + "=" + "M" * 64, {"PatientName": "N" * 64 + "=" + "M" * 64}),
         ("AccessionNumber=A?123", {"AccessionNumber": "A?123"}),
         ("PatientSex=F,PatientBirthDate=19700101", {"PatientSex": "F", "PatientBirthDate": "19700101"}),
     ],
@@ -81,6 +79,8 @@ def test_good_query_names_become_matching_keys(name: str, keys: dict[str, str]) 
         ("ModalitiesInStudy=ct", "upper case"),
         ("ModalitiesInStudy=CT\\MR", "one value only"),
         ("AccessionNumber=" + "A" * 17, "at most 16 characters"),
+        ("PatientName=" + "N" * 65, "at most 64 characters, not 65"),
+        ("PatientName=A=B=C=D", "at most 64 characters"),
         ("PatientID=A\tB", "control characters"),
     ],
 )
@@ -125,6 +125,8 @@ def test_search_cache_keys_do_not_depend_on_the_order_of_keys() -> None:
         ("DO?", "PatientID", None),
         ("A\\B", "PatientID", None),
         ("%20", "PatientID", None),
+        ("%FF", "PatientID", None),
+        ("100%", "PatientID", "100%"),
         ("X" * 65, "PatientID", None),
         ("A" * 16, "AccessionNumber", "A" * 16),
         ("A" * 17, "AccessionNumber", None),
@@ -200,16 +202,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordingArchi
 
 @pytest.fixture
 def services(archive: RecordingArchive, tmp_path: Path) -> Iterator[MountServices]:
-    opts = MountOptions(
-        mountpoint=str(tmp_path / "unmounted"),
-        serveraddress="127.0.0.1",
-        serverport=archive.port,
-        aec=archive.ae_title,
-        aet="VIEWSTEST",
-        cachedir=str(tmp_path),
-        retrieve="get",
-        timeout=TIMEOUT_S,
-    )
+    opts = options(archive, tmp_path)  # type: ignore[arg-type]  # any demo archive will do
     archive.identifiers.clear()
     running = build_namespace(opts)
     try:
@@ -288,3 +281,13 @@ def test_a_day_and_a_uid_are_one_targeted_study_search_each(
     assert len(archive.study_searches()) == 3
     assert "PATIENT" not in archive.levels()
     assert all(found.StudyDate or found.StudyInstanceUID for found in archive.study_searches())
+
+
+def test_views_are_reached_by_name_but_not_listed_by_default(services: MountServices) -> None:
+    namespace = services.namespace
+    root = [node.name for node in namespace.children(namespace.lookup("/"))]
+    assert len(root) == 3 and not any(name.startswith(("by-", "query")) for name in root)
+    for view in ("by-date", "by-uid", "by-id", "by-accession", "query"):
+        node = namespace.lookup(f"/{view}")
+        assert node.is_dir and node.name == view
+    assert namespace.children(namespace.lookup("/by-uid")) == []

@@ -18,8 +18,9 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from tests.mounting import DICOMFS_AET, Mount, mounted, pacs_options, wait_until
-from tests.pacs_servers import DcmqrscpServer, MoveDestination, OrthancServer
+from tests.conftest import serving_dcmqrscp
+from tests.mounting import Mount, mounted, pacs_options, wait_until
+from tests.pacs_servers import DcmqrscpServer, OrthancServer
 from tests.synthetic import ARCHIVE, sop_uid
 
 pytestmark = pytest.mark.integration
@@ -37,14 +38,8 @@ def counting_dcmqrscp(
     tmp_path_factory: pytest.TempPathFactory, archive_files: list[Path], move_port: int
 ) -> Iterator[DcmqrscpServer]:
     """dcmqrscp logging every request, so that C-FINDs and C-MOVEs can be counted."""
-    server = DcmqrscpServer(
-        tmp_path_factory.mktemp("views-dcmqrscp"),
-        destinations=[MoveDestination(DICOMFS_AET, "127.0.0.1", move_port)],
-        verbose=True,
-    )
-    server.load(archive_files)
-    with server:
-        yield server
+    workdir = tmp_path_factory.mktemp("views-dcmqrscp")
+    yield from serving_dcmqrscp(workdir, archive_files, move_port, verbose=True)
 
 
 @pytest.fixture(params=["orthanc", "counting_dcmqrscp"])
@@ -55,7 +50,8 @@ def pacs(request: pytest.FixtureRequest) -> OrthancServer | DcmqrscpServer:
 
 @pytest.fixture
 def mount(pacs: OrthancServer | DcmqrscpServer, tmp_path: Path, move_port: int) -> Iterator[Mount]:
-    with mounted(tmp_path / "mnt", pacs_options(pacs, tmp_path / "cache", localport=move_port)) as handle:
+    options = pacs_options(pacs, tmp_path / "cache", localport=move_port, views="listed")
+    with mounted(tmp_path / "mnt", options) as handle:
         yield handle
 
 
@@ -114,10 +110,12 @@ def searched(pacs: OrthancServer | DcmqrscpServer, before: int, **keys: str) -> 
 
 
 def same_dataset(path: Path, archive_by_sop: dict[str, pydicom.Dataset], sop: str) -> None:
+    """The file is the stored object ``sop``: every element equal (pixel data byte for byte)."""
     got = pydicom.dcmread(path)
     want = archive_by_sop[sop]
     assert str(got.SOPInstanceUID) == sop
-    assert got.PixelData == want.PixelData and got.PatientID == want.PatientID
+    assert [elem.keyword for elem in want if got.get(elem.tag) != elem] == []
+    assert got.PixelData == want.PixelData
 
 
 def test_by_uid_resolves_each_level_with_one_targeted_query(
@@ -169,6 +167,10 @@ def test_by_date_days_list_studies_with_their_patients(
 ) -> None:
     by_date = mount.mountpoint / "by-date"
     before = finds_so_far(pacs)
+    # views=listed: the views are listed beside the patients
+    assert {"by-accession", "by-date", "by-id", "by-uid", "query"} <= set(os.listdir(mount.mountpoint))
+    finds_settle(pacs, before, 1)  # the root's own C-FIND
+    before = finds_so_far(pacs)
     years = os.listdir(by_date)
     today = datetime.date.today()
     assert {"1980", str(today.year), "today", "yesterday"} <= set(years) and "1979" not in years
@@ -203,6 +205,10 @@ def test_query_directories_search_and_refuse_bad_keys(
     ]
     finds_settle(pacs, before, 3)  # the search, and each study's series fetched ahead
     searched(pacs, before, PatientName="Smith^J*", StudyDate="20190101-20191231")
+    before = finds_so_far(pacs)
+    müller = sorted(os.listdir(query / "PatientName=Müller*"))  # sent in UTF-8 (ISO_IR 192)
+    assert [name.split(" - ")[0] for name in müller] == ["Müller^Hans (PAT-UTF8)"] * 2
+    finds_settle(pacs, before, 3)
     if isinstance(pacs, OrthancServer):  # dcmqrscp ignores ModalitiesInStudy (an optional key)
         mr = sorted(os.listdir(query / "ModalitiesInStudy=MR,StudyDate=20210101-"))
         assert mr == [

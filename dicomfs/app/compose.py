@@ -167,11 +167,12 @@ class MountServices:
         )
         # /.dicomfs/status.json: hidden from listings (dicomfs status reads it).
         control = ControlView(status.report, hierarchy.mount_time)
-        self.namespace = Root(
-            hierarchy,
-            mounts=catalog_views(self.catalog, instances, hierarchy.mount_time),
-            hidden={CONTROL_DIR: control},
-        )
+        # The views beside the patient tree (README "Views"): listed only when asked for, as a
+        # walk of the root (du, find, an indexer) would otherwise walk by-date's whole calendar.
+        views = catalog_views(self.catalog, instances, hierarchy.mount_time)
+        listed = views if opts.views == "listed" else {}
+        hidden = {} if opts.views == "listed" else views
+        self.namespace = Root(hierarchy, mounts=listed, hidden={**hidden, CONTROL_DIR: control})
         LOGGER.info("mounted %s at %s (retrieve=%s)", prefix, opts.mountpoint, opts.retrieve)
         # FUSE init() runs once the kernel has mounted us: a Type=notify unit is ready now.
         notify.notify(notify.READY, f"STATUS=serving {prefix} at {opts.mountpoint}")

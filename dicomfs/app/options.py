@@ -119,6 +119,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("ttl", SECONDS_OR_ZERO, 300.0, "how long directory listings are cached, in seconds", "300"),
     Option("cachesize", SIZE, 10 * 1024**3, "instance cache size limit (20G, 512M, 100k, bytes)"),
     Option("model", choice("study", "patient"), "study", "C-FIND query/retrieve information model"),
+    Option(
+        "views",
+        choice("hidden", "listed"),
+        "hidden",
+        "by-date, by-uid, by-id, by-accession and query/ at the root: reached by name (hidden), or "
+        "also listed, so that du, find, cp -r and indexers walk by-date's calendar too (listed)",
+    ),
     Option("maxassoc", int_range(1, 64), 4, "maximum simultaneous associations to the PACS"),
     Option(
         "parallel",
@@ -214,6 +221,7 @@ class MountOptions:
     ttl: float = _default("ttl")
     cachesize: int = _default("cachesize")
     model: str = _default("model")
+    views: str = _default("views")
     maxassoc: int = _default("maxassoc")
     parallel: int = _default("parallel")
     sizes: str = _default("sizes")

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable
 
 #: Keyword -> VR of every key a search may match on (PS3.4 C.6.2.1.2, Table C.6-5: the Study
-#: Root STUDY level, with the patient's keys). tests/test_querykeys.py checks each VR against
+#: Root STUDY level, with the patient's keys). tests/test_view_units.py checks each VR against
 #: pydicom's data dictionary.
 KEYS: dict[str, str] = {
     "PatientName": "PN",
@@ -35,11 +35,9 @@ KEYS: dict[str, str] = {
     "ModalitiesInStudy": "CS",
 }
 
-#: Longest value per VR in characters (PS3.5 Table 6.2-1; PN: one component group).
+#: Longest value per VR in characters (PS3.5 Table 6.2-1; PN: each component group). Wildcards
+#: (PS3.4 C.2.2.2.4) are allowed in these text VRs only: DA, TM and UI values are checked by form.
 MAX_CHARS = {"PN": 64, "LO": 64, "SH": 16, "CS": 16, "UI": 64}
-
-#: VRs whose values may hold ``*`` and ``?`` (PS3.4 C.2.2.2.4: not dates, times, UIDs, numbers).
-WILDCARD_VRS = frozenset({"PN", "LO", "SH", "CS"})
 
 _UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 _CS = re.compile(r"[A-Z0-9 _*?]+")
@@ -106,8 +104,10 @@ def check_value(keyword: str, value: str) -> None:
         return
     if "\\" in value:
         raise BadQuery(f"{keyword}: one value only ('\\' separates values; use * or ? instead)")
-    if len(value) > MAX_CHARS[vr]:
-        raise BadQuery(f"{keyword} ({vr}) holds at most {MAX_CHARS[vr]} characters, not {len(value)}")
+    # A PN holds up to three component groups (alphabetic, ideographic, phonetic), '='-separated.
+    longest = max(len(group) for group in value.split("=")) if vr == "PN" else len(value)
+    if longest > MAX_CHARS[vr] or (vr == "PN" and value.count("=") > 2):
+        raise BadQuery(f"{keyword} ({vr}) holds at most {MAX_CHARS[vr]} characters, not {longest}")
     if vr == "CS" and not _CS.fullmatch(value):
         raise BadQuery(f"{keyword}={value!r}: a code string is upper case letters, digits, space, _")
 

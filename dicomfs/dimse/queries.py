@@ -185,6 +185,10 @@ class DimseQueries:
             The PACS cannot be reached.
         """
         query = identifier("STUDY", **{**STUDY_RETURN_KEYS, **keys})
+        if not all(value.isascii() for value in keys.values()):
+            # Matching values beyond ASCII need their character set named (PS3.4 C.4.1.1.3.1 and
+            # C.2.2.2: the identifier's Specific Character Set); UTF-8 holds whatever was typed.
+            query.SpecificCharacterSet = "ISO_IR 192"
         try:
             return Matches(self._find(query, STUDY_ROOT))
         except QueryRefused as exc:

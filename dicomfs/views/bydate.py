@@ -15,6 +15,7 @@ import calendar
 import datetime
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from dicomfs.core.catalog import Catalog
 from dicomfs.core.errors import NotFound
@@ -92,48 +93,64 @@ class ByDate(FlatView):
             day = today if name == "today" else today - datetime.timedelta(days=1)
             return Node(name, False, _time_of(day), link=day_path(day))
         if _YEAR.fullmatch(name) and FIRST_YEAR <= int(name) <= today.year:
-            return self._dir(name, datetime.date(int(name), 1, 1))
+            return self._year(int(name))
         raise NotFound(path)
 
     def _calendar_child(self, parent: Node, name: str, depth: int, path: str) -> Node:
         """A month (``depth`` 2) of a year, or a day (3) of a month; not after today."""
-        first: datetime.date = parent.ref  # type: ignore[assignment]  # a year's or month's first day
-        pattern = _MONTH if depth == 2 else _DAY
-        match = pattern.fullmatch(name)
-        if match is None or not parent.is_dir or not isinstance(first, datetime.date):
+        match = (_MONTH if depth == 2 else _DAY).fullmatch(name)
+        period = parent.ref
+        if match is None or not isinstance(period, _Year if depth == 2 else _Month):
             raise NotFound(path)
         year, month, *day = (int(part) for part in match.groups())
         try:
             date = datetime.date(year, month, day[0] if day else 1)
         except ValueError:  # 2026-02-30, 2026-13
             raise NotFound(path) from None
-        same = date.year == first.year and (depth == 2 or date.month == first.month)
-        if not same or date > self._today():
+        if date.replace(day=1) < period.first or date > period.last or date > self._today():
             raise NotFound(path)
         if depth == 2:
-            return self._dir(name, date)
+            return self._month(date)
         return Node(name, True, _time_of(date), None, Search.of({"StudyDate": date.strftime("%Y%m%d")}))
 
-    def _dir(self, name: str, first: datetime.date) -> Node:
-        return Node(name, True, _time_of(first), None, first)
+    def _year(self, year: int) -> Node:
+        first = datetime.date(year, 1, 1)
+        return Node(f"{year:04d}", True, _time_of(first), None, _Year(first, datetime.date(year, 12, 31)))
+
+    def _month(self, first: datetime.date) -> Node:
+        last = first.replace(day=calendar.monthrange(first.year, first.month)[1])
+        return Node(first.strftime("%Y-%m"), True, _time_of(first), None, _Month(first, last))
 
     def children(self, node: Node) -> Sequence[Node]:
         """The years and links, a year's months, a month's days (no query), or a listing."""
         today = self._today()
-        if node.ref is self._root.ref:
-            years = range(FIRST_LISTED_YEAR, today.year + 1)
-            links = [self.resolve(name, name) for name in LINKS]
-            entries = [self._dir(str(year), datetime.date(year, 1, 1)) for year in years] + links
-            return sorted(entries, key=lambda child: child.name)
-        first = node.ref
-        if isinstance(first, datetime.date):
-            if first.month == 1 and node.name == f"{first.year:04d}":
-                last = today.month if first.year == today.year else 12
-                months = [datetime.date(first.year, month, 1) for month in range(1, last + 1)]
-                return [self._dir(f"{month.year:04d}-{month.month:02d}", month) for month in months]
-            days = calendar.monthrange(first.year, first.month)[1]
-            if (first.year, first.month) == (today.year, today.month):
-                days = today.day
-            path = f"/{first.year:04d}/{first.year:04d}-{first.month:02d}"
-            return [self.lookup(f"{path}/{first.replace(day=day).isoformat()}") for day in range(1, days + 1)]
+        period = node.ref
+        if period is self._root.ref:
+            years = [self._year(year) for year in range(FIRST_LISTED_YEAR, today.year + 1)]
+            return sorted(
+                [*years, *(self.resolve(name, name) for name in LINKS)], key=lambda child: child.name
+            )
+        if isinstance(period, _Year):
+            last = min(period.last, today).month
+            return [self._month(period.first.replace(month=month)) for month in range(1, last + 1)]
+        if isinstance(period, _Month):
+            last = min(period.last, today).day
+            days = [period.first.replace(day=day) for day in range(1, last + 1)]
+            return [self._calendar_child(node, day.isoformat(), 3, day.isoformat()) for day in days]
         return super().children(node)
+
+
+@dataclass(frozen=True)
+class _Year:
+    """The ref of a year's directory: its first and last day."""
+
+    first: datetime.date
+    last: datetime.date
+
+
+@dataclass(frozen=True)
+class _Month:
+    """The ref of a month's directory: its first and last day (not a :class:`_Year`)."""
+
+    first: datetime.date
+    last: datetime.date

@@ -30,7 +30,10 @@ _NOT_EXACT = frozenset("*?\\")
 def identifier_of(name: str, keyword: str) -> str | None:
     """The identifier a file name stands for (percent-decoded), or None when it cannot be
     matched exactly as a ``keyword`` value (then nothing is asked)."""
-    value = urllib.parse.unquote(name, errors="strict") if "%" in name else name
+    try:
+        value = urllib.parse.unquote(name, errors="strict") if "%" in name else name
+    except UnicodeDecodeError:  # "%FF": no UTF-8 text, so no identifier of ours
+        return None
     if not value.strip() or len(value) > MAX_CHARS[KEYS[keyword]]:
         return None
     if any(char in _NOT_EXACT or ord(char) < 0x20 or ord(char) == 0x7F for char in value):
