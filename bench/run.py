@@ -20,7 +20,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
-from bench import data  # noqa: E402
+from bench import data, views  # noqa: E402
 from bench import order as order_matrix  # noqa: E402
 from bench.measure import (  # noqa: E402
     Env,
@@ -50,6 +50,7 @@ FIGURES = [
     Figure("ls_root_cached", "ls root, cached (2nd ls)", "ms", "-", goal_abs=50),
     Figure("first_byte", "first byte, last instance of uncached series", "s", "getscu IMAGE", goal_abs=0.3),
     Figure("rss", "daemon peak RSS, cp -r of the CT study", "MB", "getscu STUDY peak RSS", goal_abs=200),
+    *views.FIGURES,
 ]
 _STUDY_KEYS = ("StudyInstanceUID", "PatientID", "PatientName", "StudyDate", "StudyTime", "StudyDescription")
 
@@ -244,7 +245,13 @@ def start_orthanc(
     return orthanc
 
 
-SECTIONS = {"copies": bench_copies, "move": bench_move, "listings": bench_listings, "rss": bench_rss}
+SECTIONS = {
+    "copies": bench_copies,
+    "move": bench_move,
+    "listings": bench_listings,
+    "rss": bench_rss,
+    "views": views.bench_views,
+}
 #: Sections with an Orthanc of their own (one per send order), not the big archive's.
 OWN_PACS_SECTIONS = ("order",)
 

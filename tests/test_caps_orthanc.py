@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset
@@ -38,9 +39,9 @@ class CountingClient(PacsClient):
 
     finds = 0
 
-    def find(self, query: Dataset, model_name: str = "", limit: int | None = None) -> list[Dataset]:
+    def find(self, query: Dataset, model_name: str = "", limit: int | None = None, **keep: Any) -> list[Any]:
         self.finds += 1
-        return super().find(query, model_name, limit=limit)
+        return super().find(query, model_name, limit=limit, **keep)
 
 
 def _client(orthanc: OrthancServer) -> CountingClient:

@@ -1,7 +1,7 @@
 """C-FIND matches as text rows, and the screening of rows a PACS should not have sent.
 
-A match is decoded once (``dicomfs.dimse.queries.read_rows``) into a :data:`Row`, then read many
-times. Screening drops, and logs, rows of another level, without their unique key, duplicated,
+A match is decoded once, as it arrives (``dicomfs.dimse.queries.RowReader``), into a :data:`Row`,
+then read many times. Screening drops, and logs, rows of another level, without their unique key, duplicated,
 or naming another parent than the one the listing is of (PS3.4 C.4.1.2.2: the unique keys of the
 levels above are returned with every match, so they can be checked).
 """

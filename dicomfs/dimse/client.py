@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -39,6 +39,9 @@ LOGGER = logging.getLogger(__name__)
 #: the seconds the PACS has to send its final response (PS3.7 9.3.2.3: it should end with 0xFE00).
 CANCEL_GRACE_RESPONSES = 64
 CANCEL_GRACE_S = 2.0
+
+#: What :meth:`PacsClient.find` keeps of each match (``keep``).
+Kept = TypeVar("Kept")
 
 
 def _take_scp_role(accepted_storage: Sequence[Any]) -> None:
@@ -111,7 +114,27 @@ class PacsClient:
             # An answer; or every slot is in use by associations that will report themselves.
             return
 
-    def find(self, identifier: Dataset, model_name: str = "", limit: int | None = None) -> list[Dataset]:
+    @overload
+    def find(self, identifier: Dataset, model_name: str = "", limit: int | None = None) -> list[Dataset]: ...
+
+    @overload
+    def find(
+        self,
+        identifier: Dataset,
+        model_name: str = "",
+        limit: int | None = None,
+        *,
+        keep: Callable[[Dataset], Kept],
+    ) -> list[Kept]: ...
+
+    def find(
+        self,
+        identifier: Dataset,
+        model_name: str = "",
+        limit: int | None = None,
+        *,
+        keep: Callable[[Dataset], Any] | None = None,
+    ) -> list[Any]:
         """C-FIND with ``identifier`` in the mount's query model (or ``model_name``); all matches.
 
         Parameters
@@ -124,17 +147,22 @@ class PacsClient:
             Keep at most this many matches: at the ``limit``-th we send C-CANCEL (PS3.4 C.4.1.2.3;
             PS3.7 9.1.2.1.5) and read no further match, so a huge answer is never read whole. A
             caller that asks for one more match than it will show learns that there are more.
+        keep : callable or None
+            What to keep of each match, called as it arrives, so that the decoded identifiers
+            (about 4 kB each in pydicom) never pile up: a 50,000-study answer would hold 200 MB
+            of them (bench/bigday.py). Without it, the identifiers themselves.
 
         Returns
         -------
-        list[Dataset]
-            The identifiers of the Pending responses, in order (at most ``limit``).
+        list
+            What ``keep`` made of each Pending response's identifier (or the identifiers), in
+            order (at most ``limit``).
 
         Raises
         ------
         AnswerCapped
             The PACS capped or refused the answer for its size (see :meth:`_judge_final`); its
-            ``count`` and ``partial`` are the matches that came.
+            ``count`` and ``partial`` are the matches that came (as ``keep`` made them).
         QueryRefused
             The PACS does not accept the model or fails the query.
         PacsError
@@ -142,7 +170,7 @@ class PacsClient:
         """
         model = MODELS[model_name or self.model]["find"]
         started = time.monotonic()
-        matches: list[Dataset] = []
+        matches: list[Any] = []
         # Both models are proposed: a PACS that accepts none of the contexts aborts the association
         # (pynetdicom), which would look like an outage; with two, the missing one is a clear "no".
         syntaxes = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
@@ -183,7 +211,7 @@ class PacsClient:
                         break
                     continue
                 if match is not None:
-                    matches.append(match)
+                    matches.append(match if keep is None else keep(match))
                 if limit is not None and len(matches) >= limit:
                     assoc.send_c_cancel(MESSAGE_ID, context_id)
                     cancelled_at = time.monotonic()
@@ -196,7 +224,7 @@ class PacsClient:
         )
         return matches
 
-    def _judge_final(self, code: int, matches: list[Dataset], *, cancelled: bool, limit: int | None) -> None:
+    def _judge_final(self, code: int, matches: list[Any], *, cancelled: bool, limit: int | None) -> None:
         """Raise unless the final status ``code`` says the answer in ``matches`` is whole.
 
         Capped (:class:`AnswerCapped`): Cancel (0xFE00) that we did not ask for (Orthanc's

@@ -57,32 +57,50 @@ def identifier(level: str, **keys: str) -> Dataset:
     return found
 
 
-def read_rows(matches: Sequence[Dataset], asked: Dataset) -> list[Row]:
-    """The text of every key the query asked for (and the level), of every match.
+#: Distinct values per keyword that one answer's rows share (:class:`RowReader`): a day's studies
+#: have a handful of dates, levels and counts, and their UIDs are all different, so past this many
+#: a keyword's values are taken as unique and no longer looked up.
+MAX_SHARED_VALUES = 256
 
-    A Patient ID also keeps its value as sent (:data:`~dicomfs.core.rows.RAW_PATIENT_ID`): a PACS
-    that stored ``" SP"`` matches a query for ``" SP"``, not for the ``"SP"`` the name shows.
+
+class RowReader:
+    """Turns each match of one C-FIND into a :data:`~dicomfs.core.rows.Row` as it arrives.
+
+    The text of every key the query asked for (and the level). A Patient ID also keeps its value
+    as sent (:data:`~dicomfs.core.rows.RAW_PATIENT_ID`): a PACS that stored ``" SP"`` matches a
+    query for ``" SP"``, not for the ``"SP"`` the name shows.
+
+    Rows are what a listing keeps (a 50,000-study day is 50,000 of them), so equal values of one
+    keyword are one string object (at most :data:`MAX_SHARED_VALUES` per keyword and answer).
 
     Parameters
     ----------
-    matches : Sequence[Dataset]
-        The identifiers of the C-FIND's Pending responses.
     asked : Dataset
         The request's identifier: its keywords are the keys of every row.
-
-    Returns
-    -------
-    list[Row]
-        One row per match, in order; a key the match lacks is ``""``.
     """
-    keywords = ["QueryRetrieveLevel", *(elem.keyword for elem in asked if elem.keyword)]
-    rows = []
-    for match in matches:
-        row = {keyword: decode.text_of(match, keyword) for keyword in keywords}
+
+    def __init__(self, asked: Dataset) -> None:
+        self._keywords = ["QueryRetrieveLevel", *(elem.keyword for elem in asked if elem.keyword)]
+        self._shared: dict[str, dict[str, str]] = {keyword: {} for keyword in self._keywords}
+
+    def _share(self, keyword: str, value: str) -> str:
+        shared = self._shared[keyword]
+        if len(shared) >= MAX_SHARED_VALUES:
+            return shared.get(value, value)
+        return shared.setdefault(value, value)
+
+    def __call__(self, match: Dataset) -> Row:
+        """One match as text by keyword; a key the match lacks is ``""``."""
+        row = {keyword: self._share(keyword, decode.text_of(match, keyword)) for keyword in self._keywords}
         if "PatientID" in row:
-            row[RAW_PATIENT_ID] = _raw_text(match, "PatientID") or row["PatientID"]
-        rows.append(row)
-    return rows
+            row[RAW_PATIENT_ID] = self._share("PatientID", _raw_text(match, "PatientID") or row["PatientID"])
+        return row
+
+
+def read_rows(matches: Sequence[Dataset], asked: Dataset) -> list[Row]:
+    """Every match of ``matches`` as :class:`RowReader` reads it (one row per match, in order)."""
+    reader = RowReader(asked)
+    return [reader(match) for match in matches]
 
 
 def _raw_text(match: Dataset, keyword: str) -> str:
@@ -119,11 +137,11 @@ class DimseQueries:
         return self._client.health.down_reason
 
     def _find(self, query: Dataset, model_name: str = "", limit: int | None = None) -> list[Row]:
-        """The rows of one C-FIND; a capped answer raises ``AnswerCapped`` with its rows as text."""
-        try:
-            return read_rows(self._client.find(query, model_name, limit=limit), query)
-        except AnswerCapped as exc:
-            raise AnswerCapped(str(exc), exc.count, read_rows(exc.partial, query)) from exc
+        """The rows of one C-FIND; a capped answer raises ``AnswerCapped`` with its rows.
+
+        Each match becomes a row as it arrives (``RowReader``): the decoded identifiers are never
+        all held."""
+        return self._client.find(query, model_name, limit=limit, keep=RowReader(query))
 
     def patients(self, limit: int | None = None) -> list[Row] | None:
         """Patient Root PATIENT-level rows where the PACS accepts such a query (half the rows of

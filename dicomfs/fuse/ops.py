@@ -14,7 +14,7 @@ import functools
 import logging
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 import mfusepy
@@ -23,6 +23,7 @@ from dicomfs.core.errorlog import OncePerCause
 from dicomfs.core.errors import FailedFast, NotFound, PacsError, RetrievalFailed, StorageFull
 from dicomfs.fuse.caller import caller_process
 from dicomfs.fuse.fdreply import reply_with_fd
+from dicomfs.fuse.listings import Entry, OpenListings, entries_from
 from dicomfs.fuse.lookups import SeenPaths, ask_parallel_dirops, libfuse_version
 from dicomfs.fuse.modes import Ownership
 from dicomfs.fuse.session import SessionWatch
@@ -132,6 +133,7 @@ class DicomFS(mfusepy.Operations):
         # Without FUSE_PARALLEL_DIROPS, LOOKUPs answer uncached instances at once (dicomfs.fuse.lookups).
         self.lookups_wait = True
         self._seen = SeenPaths()
+        self._listings = OpenListings()  # what opendir listed, paged by readdir_with_offset
         self._session_watch: SessionWatch | None = None
         #: Open files whose contents are a snapshot per open (``Node.volatile``): served with
         #: direct I/O, so the page cache (``kernel_cache``) never shows an older one.
@@ -209,16 +211,29 @@ class DicomFS(mfusepy.Operations):
             self._seen.first_sight(path)
         return self._stat(node, size)
 
-    @translate_errors
-    def readdir(self, path: str, fh: int) -> list[Any]:
+    def _children(self, path: str) -> Sequence[Node]:
         node = self._resolve(path)
         if not node.is_dir:
             raise mfusepy.FuseOSError(errno.ENOTDIR)
-        entries = [
-            (child.name, {"st_mode": self._mode(child)}, 0)
-            for child in self._services.namespace.children(node)
-        ]
-        return [".", "..", *entries]
+        return self._services.namespace.children(node)
+
+    @translate_errors
+    def opendir(self, path: str) -> int:
+        """List the directory once; its pages come from this listing (dicomfs.fuse.listings)."""
+        return self._listings.open(self._children(path))
+
+    @translate_errors
+    def readdir_with_offset(self, path: str, offset: int, fh: int) -> Iterator[Entry]:
+        """One reply buffer's worth of entries after ``offset``; libfuse asks again for the rest,
+        so a huge listing is never copied whole into libfuse's memory."""
+        children = self._listings.get(fh)
+        if children is None:  # dropped from the bounded table: list again
+            children = self._children(path)
+        return entries_from(children, offset, self._mode, self._own.dir_mode)
+
+    def releasedir(self, path: str, fh: int) -> int:
+        self._listings.release(fh)
+        return 0
 
     @translate_errors
     def readlink(self, path: str) -> str:
