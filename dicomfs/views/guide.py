@@ -18,7 +18,8 @@ _VIEW_HELP = {
     "by-date": "by-date/YYYY/YYYY-MM/YYYY-MM-DD/   the studies of one day (one C-FIND per day)",
     "by-id": "by-id/<PatientID>/                 one patient's studies, by Patient ID",
     "by-accession": "by-accession/<AccessionNumber>/   a study by its accession number",
-    "by-uid": "by-uid/<StudyInstanceUID>/         a study, series or instance by its UID",
+    "by-uid": "by-uid/<StudyInstanceUID>/         a study by its UID; below it series and\n"
+    "      instances by theirs: by-uid/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm",
     "query": "query/<Key=value,...>/             any STUDY-level query, e.g.\n"
     "      cd 'query/PatientName=DOE^J*,StudyDate=20240101-20240131,ModalitiesInStudy=CT'",
 }
@@ -32,7 +33,8 @@ def guide_text(reason: str, views: Sequence[str]) -> bytes:
     reason : str
         Why the root is not listed (one line: the cap or ``rootlimit``).
     views : Sequence[str]
-        The top-level names of the mounted views.
+        The top-level names of the mounted views, listed or hidden (those this module can
+        describe are shown: the search views).
     """
     lines = [
         "This archive is too large to list every patient here, so no partial list is shown",
@@ -42,9 +44,10 @@ def guide_text(reason: str, views: Sequence[str]) -> bytes:
         "",
         "Look a study up instead:",
     ]
-    for name in views:
-        lines.append("  " + _VIEW_HELP.get(name, f"{name}/"))
-    if not views:
+    searches = [name for name in views if name in _VIEW_HELP]
+    for name in searches:
+        lines.append("  " + _VIEW_HELP[name])
+    if not searches:
         lines.append("  (no other view is mounted: narrow the archive, or raise rootlimit=)")
     lines += [
         "",

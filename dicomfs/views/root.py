@@ -110,7 +110,8 @@ class Root:
         return self._default.children(node)
 
     def _guide(self, capped: AnswerCapped) -> Node:
-        text = guide_text(str(capped), [*self._listed, *self._listed_when_capped])
+        # Every search view it can name, listed or hidden: hidden ones are reached by name too.
+        text = guide_text(str(capped), list(self._mounts))
         # Volatile: a reason that changes gives new text; front ends must not keep the old one.
         return Node(GUIDE_FILE, False, self.mount_time, ref=_Guide(text), volatile=True)
 
