@@ -3,6 +3,7 @@ dcmqrscp and in-process peers on 127.0.0.1: each misconfiguration gets its own c
 
 from __future__ import annotations
 
+import datetime
 import errno
 import json
 import os
@@ -17,6 +18,8 @@ import pytest
 from pynetdicom import AE, StoragePresentationContexts, evt
 
 from dicomfs.dimse.explain import association_failure
+from tests.big_archive import BigArchive, big_options
+from tests.big_index import BigIndex
 from tests.broken_pacs import BrokenPacs
 from tests.broken_pacs import options_for as broken_options
 from tests.conftest import DICOMFS_AET
@@ -508,3 +511,23 @@ def test_a_mount_whose_calling_ae_title_is_unknown_says_so(
         log = mount.log_text()
     assert "dropped the association at our C-FIND" in log and "'STRANGER'" in log, log
     assert "Traceback" not in log
+
+
+# -- a large archive: the root query refused for its size ------------------------------------------
+
+
+def test_a_root_refused_for_its_size_passes_with_a_recent_study_for_the_move_check(tmp_path: Path) -> None:
+    """dcm4chee's QueryMaxNumberOfResults: 0xA700 for a query of everything is no C-FIND failure;
+    a STUDY-level query of recent days finds the study the return path is checked with."""
+    today = datetime.date.today().strftime("%Y%m%d")
+    index = BigIndex(200, crowded_day=today, crowded_studies=1)
+    with BigArchive(index) as archive:
+        result = run_echo(big_options(archive, tmp_path / "cache", retrieve="move", timeout=TIMEOUT))
+        finds = list(archive.finds)
+    assert result.returncode == 0, result.stdout + result.stderr
+    find = step_line(result.stdout, "find")
+    # A passing step with a hint is printed as a note.
+    assert find.split()[0] == "note" and "0xA700" in find and "last 7 days" in find, find
+    assert "stored 1" in step_line(result.stdout, "move")
+    # The root query, refused; everything after it was targeted.
+    assert [request.refused for request in finds if request.universal] == [True]

@@ -7,6 +7,7 @@ found walking down from that match is what the return path check asks a C-MOVE o
 
 from __future__ import annotations
 
+import datetime
 import time
 from typing import Any
 
@@ -18,6 +19,15 @@ from dicomfs.dimse.explain import Explanation
 from dicomfs.dimse.progress import MESSAGE_ID
 from dicomfs.dimse.qrmodels import LEVELS, MODELS, ROOT_NAME, UNIQUE_KEY, QueryModel
 from dicomfs.dimse.queries import identifier
+
+#: Final C-FIND statuses that refuse or cut an answer for its size: 0xA700 (Refused: Out of
+#: Resources, dcm4chee's QueryMaxNumberOfResults) and 0xB001 (response limit reached, PS3.4
+#: C.4.1.1.4). A root query refused so says the archive is large, not that C-FIND fails.
+SIZE_REFUSALS = (statuses.FIND_OUT_OF_RESOURCES, statuses.FIND_RESPONSE_LIMIT)
+
+#: Days back from today a large archive's probe asks studies of, in turn, once its root query
+#: was refused for its size.
+RECENT_DAYS = (7, 365)
 
 
 def find_root(assoc: Any, target: EchoTarget) -> tuple[Dataset | None, Step]:
@@ -51,13 +61,20 @@ def find_root(assoc: Any, target: EchoTarget) -> tuple[Dataset | None, Step]:
         match, error = first_match(assoc, uid, query, target)
     except RuntimeError:  # pynetdicom: the association is gone
         return None, failed("find", no_response("C-FIND", assoc, started, target))
+    what = f"{ROOT_NAME[model]} {level}-level C-FIND"
+    if error is not None and not error.fatal:
+        return recent_study(assoc, target, f"{what}: {error.cause}")
     if error is not None:
         return None, failed("find", error)
-    what = f"{ROOT_NAME[model]} {level}-level C-FIND"
     if match is None:
         return None, Step("find", True, f"{what}: no matches (the PACS holds nothing we may see)")
+    return match, Step("find", True, f"{what}: answered ({_first(match)})")
+
+
+def _first(match: Dataset) -> str:
+    """How the "find" step shows its first match: ``first match: <name or ID>``."""
     name = str(match.get("PatientName", "") or "") or str(match.get("PatientID", "") or "")
-    return match, Step("find", True, f"{what}: answered (first match: {name or 'unnamed'})")
+    return f"first match: {name or 'unnamed'}"
 
 
 def first_match(
@@ -101,11 +118,42 @@ def first_match(
             continue
         if int(code) in (statuses.SUCCESS, statuses.CANCEL) or first is not None:
             return first, None
+        if int(code) in SIZE_REFUSALS:
+            return None, Explanation(
+                f"refused for the size of its answer (status 0x{int(code):04X}: a large archive)",
+                "browse it by date, ID, accession or UID (the root shows README.txt)",
+                fatal=False,
+            )
         return None, Explanation(
             f"C-FIND answered with status 0x{int(code):04X}",
             "the PACS refuses this query: check its log, or try model=patient / model=study",
         )
     return first, None
+
+
+def recent_study(assoc: Any, target: EchoTarget, refused: str) -> tuple[Dataset | None, Step]:
+    """The "find" step of an archive whose root query was refused for its size: a STUDY-level
+    C-FIND of recent days (:data:`RECENT_DAYS`, StudyDate range matching, PS3.4 C.2.2.2.5),
+    cancelled after one match, so that the move check still has a study to walk down from.
+
+    Only in the Study Root model (Patient Root needs a patient's key below its root level).
+    """
+    note = "browse it by date, ID, accession or UID: the root shows README.txt and the views"
+    if target.model != QueryModel.STUDY_ROOT:
+        return None, Step("find", True, f"{refused}; no study to check C-MOVE with", note)
+    uid = MODELS[target.model]["find"]
+    today = datetime.date.today()
+    for days in RECENT_DAYS:
+        since = today - datetime.timedelta(days=days)
+        query = find_query("STUDY", {"StudyDate": f"{since:%Y%m%d}-{today:%Y%m%d}"})
+        match, error = first_match(assoc, uid, query, target)
+        if error is None and match is not None:
+            name = str(match.get("PatientName", "") or "") or str(match.get("PatientID", "") or "")
+            found = (
+                f"a STUDY-level C-FIND of the last {days} days answered (first match: {name or 'unnamed'})"
+            )
+            return match, Step("find", True, f"{refused}; {found}", note)
+    return None, Step("find", True, f"{refused}; no study of the last {RECENT_DAYS[-1]} days", note)
 
 
 def one_instance(assoc: Any, match: Dataset | None, target: EchoTarget) -> dict[str, str] | None:
