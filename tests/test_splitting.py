@@ -155,3 +155,29 @@ def test_studies_dated_after_the_split_range_are_asked_once() -> None:
     archive = CappingArchive(rows, cap=3)
     matches = complete_studies(archive.find, {}, today=datetime.date(2024, 6, 1))
     assert matches.complete and _uids(matches.rows) == _uids(rows)
+
+
+class SilentlyCuttingArchive(CappingArchive):
+    """A PACS that cuts at ``cap`` rows and reports plain success (no AnswerCapped)."""
+
+    def find(self, keys: Mapping[str, str]) -> list[Row]:
+        try:
+            return super().find(keys)
+        except AnswerCapped as exc:
+            return exc.partial
+
+
+def test_an_answer_cut_silently_at_a_well_known_size_is_asked_again_in_parts() -> None:
+    rows = [_study(n, f"2024{1 + n % 12:02d}{1 + n % 28:02d}", f"{n % 24:02d}0000") for n in range(700)]
+    archive = SilentlyCuttingArchive(rows, cap=500)
+    matches = complete_studies(archive.find, {"PatientID": "P"}, today=datetime.date(2026, 11, 30))
+    assert _uids(matches.rows) == _uids(rows) and not matches.missing
+    assert archive.finds > 1
+
+
+def test_a_whole_answer_of_a_well_known_size_stays_whole() -> None:
+    rows = [_study(n, f"2024{1 + n % 12:02d}{1 + n % 28:02d}") for n in range(100)]
+    archive = CappingArchive(rows, cap=10_000)
+    matches = complete_studies(archive.find, {"PatientID": "P"}, today=datetime.date(2026, 11, 30))
+    assert _uids(matches.rows) == _uids(rows) and not matches.missing
+    assert archive.finds > 1  # the cost of the doubt: a few more C-FINDs

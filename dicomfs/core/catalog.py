@@ -25,7 +25,7 @@ from dataclasses import replace
 
 from dicomfs.core.errors import AnswerCapped, FailedFast, NotFound, PacsError
 from dicomfs.core.flight import LocksWhileInUse
-from dicomfs.core.levels import Describe, Found, LevelFinder, StudyTime
+from dicomfs.core.levels import Describe, Found, LevelFinder, StudyTime, describe_search
 from dicomfs.core.model import PatientKey
 from dicomfs.core.ports import QueryService, StoredObject
 from dicomfs.core.prefetch import Prefetcher
@@ -81,11 +81,6 @@ def listing_key(parent: ParentRecord) -> str:
 def matching_key(keys: Mapping[str, str]) -> str:
     """The cache key of a search's listing: ``matching/`` and the keys as canonical JSON."""
     return "matching/" + json.dumps(dict(sorted(keys.items())), ensure_ascii=False, separators=(",", ":"))
-
-
-def describe_search(keys: Mapping[str, str]) -> str:
-    """How log lines name a search: ``the search PatientID=X,StudyDate=Y``."""
-    return "the search " + ",".join(f"{keyword}={value}" for keyword, value in sorted(keys.items()))
 
 
 class Catalog:

@@ -55,6 +55,11 @@ class Found:
     missing: str = ""
 
 
+def describe_search(keys: Mapping[str, str]) -> str:
+    """How log lines name a search: ``the search PatientID=X,StudyDate=Y``."""
+    return "the search " + ",".join(f"{keyword}={value}" for keyword, value in sorted(keys.items()))
+
+
 class LevelFinder:
     """Queries one level below a parent record and keeps the rows that are the parent's own.
 
@@ -162,7 +167,8 @@ class LevelFinder:
         then have the same :class:`~dicomfs.core.model.InstanceKey` as in the patient tree: one
         set of cached files however the study was reached.
         """
-        matches = self._queries.matching_studies(keys)  # the catalog logs ``missing`` once
+        # The catalog logs ``missing`` once.
+        matches = self._queries.matching_studies(keys, where=describe_search(keys))
         rows = unique_rows(
             matches.rows,
             "StudyInstanceUID",

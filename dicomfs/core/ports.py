@@ -133,13 +133,13 @@ class QueryService(Protocol):
         the archive capped the answer and it could not be made whole (``core.splitting``)."""
         ...
 
-    def matching_studies(self, keys: Mapping[str, str]) -> Matches:
+    def matching_studies(self, keys: Mapping[str, str], *, where: str = "") -> Matches:
         """STUDY-level rows matching ``keys`` (keyword -> value, PS3.4 C.2.2.2; checked by the
         caller, e.g. ``core.querykeys``) with the return keys of :meth:`studies`, plus ``keys``
         themselves: the search behind by-date, by-uid, by-id and query directories. Never a
         universal query: the caller gives at least one key with a value. A capped answer is split
         until whole where it can be, else ``Matches.missing`` says what is not listed
-        (``core.splitting.complete_studies``)."""
+        (``core.splitting.complete_studies``); ``where`` names the search in its log line."""
         ...
 
     def series(self, patient_id: str, study_uid: str) -> list[Row]:

@@ -53,6 +53,12 @@ FUTURE_DAYS = 366
 #: would take 17, and a minute holding more studies than a cap is as unsplittable).
 MINUTE = 60
 
+#: Answer sizes PACSes are known to cut at while reporting plain success (vendor defaults of 500
+#: and 1,000 rows, and their round neighbours). An answer of exactly one of these sizes is asked
+#: again in parts, as a capped one is: a whole answer of that size costs a few more C-FINDs, a cut
+#: one is never shown as whole (``findlimit=`` names a PACS's own cap for every other listing).
+SUSPECT_CAPS = frozenset({100, 200, 500, 1000, 2000, 5000, 10_000})
+
 #: The parts named in the one-line ``missing`` text at most.
 MAX_NAMED_PARTS = 3
 
@@ -124,7 +130,7 @@ class _Split:
             return None
         self.queries += 1
         try:
-            return self.find({**self.keys, **keys})
+            return _suspected(self.find({**self.keys, **keys}))
         except AnswerCapped as exc:
             return exc
 
@@ -225,6 +231,14 @@ class _Split:
         )
 
 
+def _suspected(rows: list[Row]) -> list[Row]:
+    """``rows``, unless their number is one PACSes cut answers at (:data:`SUSPECT_CAPS`): then
+    raises ``AnswerCapped`` with them, so that the query is asked again in parts."""
+    if len(rows) in SUSPECT_CAPS:
+        raise AnswerCapped(f"{len(rows)} matches, a number PACSes cut answers at", len(rows), rows)
+    return rows
+
+
 def complete_studies(
     find: FindStudies,
     keys: Mapping[str, str],
@@ -261,7 +275,7 @@ def complete_studies(
         Any failure other than a cap (the PACS unreachable, a refusal of another kind).
     """
     try:
-        return Matches(find(keys))
+        return Matches(_suspected(find(keys)))
     except AnswerCapped as exc:
         capped = exc
     split = _Split(find, keys, max_queries, queries=1)
