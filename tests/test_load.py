@@ -131,8 +131,9 @@ def test_thousands_of_entries_are_listed_completely(
     big_server: OrthancServer, big_archive: tuple[list[Path], SeriesData], tmp_path: Path
 ) -> None:
     patients, series = big_archive
+    # 5,001 patients: past the default rootlimit (5000), which would show README.txt instead.
     with mounted(
-        tmp_path / "mnt", options(big_server, tmp_path / "cache", free_port(), retrieve="get")
+        tmp_path / "mnt", options(big_server, tmp_path / "cache", free_port(), retrieve="get", rootlimit=0)
     ) as mount:
         root = subprocess.run(
             ["ls", str(mount.mountpoint)], capture_output=True, text=True, timeout=120, check=True
