@@ -10,7 +10,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shlex
 import shutil
+import signal
 import subprocess
 import threading
 import urllib.request
@@ -23,6 +25,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittle
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from dicomfs.demo.samples import make_instance
 from dicomfs.dimse import statuses
 from tests.mounting import DICOMFS_AET, PeerAddress, ends_within, mounted, pacs_options, wait_until
 from tests.pacs_servers import HOST, DcmqrscpServer, MoveDestination, OrthancServer, free_port
@@ -31,6 +34,8 @@ pytestmark = pytest.mark.integration
 
 #: Bounds a shell tool's run: a guard against hangs only.
 TOOL_TIMEOUT_S = 60.0
+#: ``python3 -c`` copying argv[1] to argv[2] with open().write().
+PYTHON_COPY = "import sys; open(sys.argv[2], 'wb').write(open(sys.argv[1], 'rb').read())"
 
 
 # -- servers: one of each per module, empty at the start -------------------------------------------
@@ -126,6 +131,16 @@ def entry_with(folder: Path, text: str) -> Path:
     return folder / found[0]
 
 
+def with_sop_class(source: Path, sop_class: str, folder: Path) -> Path:
+    """A copy of ``source`` with another SOP class (and so another SOP Instance UID)."""
+    ds = pydicom.dcmread(source)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    path = folder / f"private-{source.name}"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 def assert_same_dataset(copy: Path, source: Path) -> None:
     """The data set read back from the tree equals the uploaded one (the PACS writes its own meta)."""
     got, want = pydicom.dcmread(copy), pydicom.dcmread(source)
@@ -210,8 +225,9 @@ def test_non_dicom_file_fails_with_einval_and_sends_nothing(
         assert done.returncode != 0
         assert "Invalid argument" in done.stderr
         assert stores_seen(server) == before
-        report = mount.mountpoint / "upload" / "failed" / "notes.txt.txt"
-        assert "not a DICOM Part 10 file" in report.read_text()
+        report = (mount.mountpoint / "upload" / "failed" / "notes.txt.txt").read_text()
+        assert "not a DICOM Part 10 file: no 'DICM'" in report
+        assert "fix: " in report and "force=True" not in report  # our words, not pydicom's advice
         assert "notes.txt" not in os.listdir(mount.mountpoint / "upload")
 
 
@@ -269,6 +285,11 @@ def test_sop_class_not_accepted_is_eio_and_the_pacs_stays_up(
             assert done.returncode != 0 and "Input/output error" in done.stderr
             report = (mount.mountpoint / "upload" / "failed" / f"{mr.name}.txt").read_text()
             assert "accepts no presentation context for MR Image Storage" in report
+            private = with_sop_class(series_files(archive_files, "axial")[1], "1.2.3.4.5.6.7", tmp_path)
+            done = run("cp", str(private), str(mount.mountpoint / "upload"))
+            assert done.returncode != 0 and "Input/output error" in done.stderr
+            report = (mount.mountpoint / "upload" / "failed" / f"{private.name}.txt").read_text()
+            assert "for 1.2.3.4.5.6.7; fix:" in report  # no name: the UID once
             done = run("cp", str(series_files(archive_files, "axial")[0]), str(mount.mountpoint / "upload"))
             assert done.returncode == 0, done.stderr  # a refusal is an answer: not taken for an outage
             assert pacs.stores == 1
@@ -297,6 +318,86 @@ def test_in_flight_files_are_listed_and_sent_once_at_close(archive_files: list[P
         pacs.stop()
 
 
+def shell(command: str, **paths: Path) -> subprocess.CompletedProcess[str]:
+    """``command`` run by bash, with ``{name}`` replaced by the quoted paths."""
+    quoted = {name: shlex.quote(str(path)) for name, path in paths.items()}
+    return run("bash", "-c", command.format(**quoted))
+
+
+def test_shell_redirection_dd_tee_and_python_are_stored(archive_files: list[Path], tmp_path: Path) -> None:
+    """bash opens ``> file``, dup2()s it onto stdout and closes it before the command writes: that
+    close is a flush of an empty file, which sends nothing and fails nothing."""
+    pacs = StoreScp(statuses.SUCCESS)
+    try:
+        options = pacs_options(pacs, tmp_path / "cache", upload="on", timeout=5)
+        with mounted(tmp_path / "mnt", options) as mount:
+            up = mount.mountpoint / "upload"
+            src = series_files(archive_files, "axial")[0]
+            commands = {
+                "r1.dcm": "cat {src} > {up}/r1.dcm",
+                "h1.dcm": f"head -c {src.stat().st_size} {{src}} > {{up}}/h1.dcm",
+                "d1.dcm": "dd if={src} of={up}/d1.dcm status=none",
+                "t1.dcm": "tee {up}/t1.dcm < {src} > /dev/null",
+                "p1.dcm": f"python3 -c {shlex.quote(PYTHON_COPY)} {{src}} {{up}}/p1.dcm",
+            }
+            for name, command in commands.items():
+                done = shell(command, src=src, up=up)
+                assert done.returncode == 0, (name, done.stderr)
+            assert pacs.stores == len(commands)  # one C-STORE each
+            for command in ("touch {up}/touched", ": > {up}/emptied"):
+                done = shell(command, up=up)
+                assert done.returncode == 0, done.stderr
+            assert pacs.stores == len(commands)  # an empty file is no upload: nothing sent
+            assert sorted(os.listdir(up)) == sorted([*commands, "failed"])  # the empty ones went
+            notes = tmp_path / "notdicom.txt"
+            notes.write_text("not DICOM\n")
+            done = run("rsync", str(notes), str(up))
+            assert done.returncode != 0 and "Invalid argument" in done.stderr
+            # rsync wrote ".notdicom.txt.XXXXXX": its report has the name rsync would have given it
+            assert os.listdir(up / "failed") == ["notdicom.txt.txt"]
+            assert pacs.stores == len(commands)
+    finally:
+        pacs.stop()
+
+
+def test_a_file_cut_short_is_not_sent(orthanc_rw: OrthancServer, upload_port: int, tmp_path: Path) -> None:
+    """``head -c`` of a big CT, and a writer killed mid-write (the kernel's close is a flush too):
+    EINVAL, a report saying what is missing, nothing at the PACS (it would wait for the rest)."""
+    big = tmp_path / "big.dcm"
+    make_instance(
+        patient_name="Cut^Short",
+        patient_id="PAT-CUT",
+        study_uid=pydicom.uid.generate_uid(),
+        series_uid=pydicom.uid.generate_uid(),
+        sop_uid=pydicom.uid.generate_uid(),
+        rows=1024,
+        columns=1024,
+    ).save_as(big, enforce_file_format=True)
+    pixels = 1024 * 1024 * 2
+    header = big.stat().st_size - pixels
+    options = pacs_options(orthanc_rw, tmp_path / "cache", localport=upload_port, upload="on", timeout=5)
+    with mounted(tmp_path / "mnt", options) as mount:
+        up = mount.mountpoint / "upload"
+        before = stores_seen(orthanc_rw)
+        done = shell("head -c 1000000 {big} > {up}/trunc.dcm", big=big, up=up)
+        assert done.returncode != 0 and "Invalid argument" in done.stderr
+        report = (up / "failed" / "trunc.dcm.txt").read_text()
+        said = f"truncated: element (7FE0,0010) declares {pixels} bytes, {1000000 - header} present"
+        assert said in report and "fix:" in report
+        killed = (
+            "import os, signal, sys; out = open(sys.argv[2], 'wb', buffering=0); "
+            "out.write(open(sys.argv[1], 'rb').read()[:1500000]); os.kill(os.getpid(), signal.SIGKILL)"
+        )
+        done = run("python3", "-c", killed, str(big), str(up / "killed.dcm"))
+        assert done.returncode == -signal.SIGKILL
+        wait_until(lambda: "killed.dcm.txt" in os.listdir(up / "failed"), 30, "the killed writer's report")
+        assert f"{1500000 - header} present" in (up / "failed" / "killed.dcm.txt").read_text()
+        assert stores_seen(orthanc_rw) == before
+        assert sorted(os.listdir(up)) == ["failed"]
+        lines = [line for line in mount.log_text().splitlines() if "truncated:" in line]
+        assert len(lines) == 2, lines  # one line per file
+
+
 def test_pacs_gone_fails_with_eio_without_a_hang(archive_files: list[Path], tmp_path: Path) -> None:
     nobody = PeerAddress(HOST, free_port(), "GONE")
     options = pacs_options(nobody, tmp_path / "cache", upload="on", timeout=3)
@@ -305,7 +406,8 @@ def test_pacs_gone_fails_with_eio_without_a_hang(archive_files: list[Path], tmp_
         done = ends_within(lambda: run("cp", str(source), str(mount.mountpoint / "upload")), 60, "cp")
         assert done.returncode != 0
         assert "Input/output error" in done.stderr
-        assert (mount.mountpoint / "upload" / "failed" / f"{source.name}.txt").exists()
+        report = (mount.mountpoint / "upload" / "failed" / f"{source.name}.txt").read_text()
+        assert "cannot reach PACS" in report and "fix: is the PACS running" in report
 
 
 # -- read-only elsewhere ---------------------------------------------------------------------------------

@@ -86,11 +86,12 @@ def test_a_failed_send_fails_every_close_and_is_reported(table: tuple) -> None:
     with pytest.raises(StoreRejected):
         uploads.flush(second)  # the same failure, without another C-STORE
     assert len(sender.sent) == 1 and stored == []
-    assert uploads.children("") == [("failed", True)]
     assert uploads.children("failed") == [("x.dcm.txt", False)]
     assert b"0xA700" in uploads.report("failed/x.dcm.txt")
     uploads.release(fd)
+    assert uploads.kind("x.dcm") == "file"  # while a handle is open (fstat of it works)
     uploads.release(second)
+    assert uploads.children("") == [("failed", True)]  # then it goes
     uploads.unlink("failed/x.dcm.txt")
     assert uploads.children("failed") == []
 
@@ -168,3 +169,70 @@ def test_expired_listings_are_stale_but_kept_for_outages(tmp_path: Path) -> None
         assert listings.get("nothing") is None
     finally:
         listings.close()
+
+
+def test_a_flush_before_any_write_sends_nothing(table: tuple) -> None:
+    """bash's ``cat x > upload/a.dcm``: open, dup2 onto stdout, close (a flush of the one FUSE
+    handle both fds share) before cat writes; cat's close of stdout is the second flush."""
+    uploads, sender, stored, _clock = table
+    fh = uploads.create("a.dcm")
+    uploads.flush(fh)  # the shell's close of the first fd: nothing written, nothing sent, no error
+    assert sender.sent == [] and uploads.children("failed") == []
+    assert uploads.kind("a.dcm") == "file"  # cat's fstat of its stdout
+    uploads.write(fh, b"DICM data", 0)
+    uploads.flush(fh)
+    uploads.release(fh)
+    assert sender.sent == [b"DICM data"] and len(stored) == 1
+    assert sorted(uploads.children("")) == [("a.dcm", False), ("failed", True)]
+
+
+def test_an_empty_file_goes_at_its_last_close_without_a_report(table: tuple, tmp_path: Path) -> None:
+    uploads, sender, _stored, _clock = table
+    fd = uploads.create("touched")  # touch upload/touched, or ': > upload/touched'
+    uploads.flush(fd)
+    assert uploads.kind("touched") == "file"  # while open
+    uploads.release(fd)
+    assert sender.sent == [] and list(tmp_path.iterdir()) == []
+    assert uploads.children("") == [("failed", True)] and uploads.children("failed") == []
+
+
+def test_a_write_after_a_failure_starts_over(table: tuple) -> None:
+    """A failed check is not sticky: writing again sends again, and the report goes on success."""
+    uploads, sender, stored, _clock = table
+    sender.error = NotDicom("truncated: element (7FE0,0010) declares 2048 bytes, 1000 present")
+    fd = write_file(uploads, "k.dcm", b"DICM part")
+    with pytest.raises(NotDicom):
+        uploads.flush(fd)  # a writer's child closing its copy of the fd early
+    assert uploads.children("failed") == [("k.dcm.txt", False)]
+    sender.error = None
+    uploads.write(fd, b" rest", 9)
+    uploads.flush(fd)
+    uploads.release(fd)
+    assert sender.sent == [b"DICM part", b"DICM part rest"] and len(stored) == 1
+    assert sorted(uploads.children("")) == [("failed", True), ("k.dcm", False)]  # listed as sent
+    assert uploads.children("failed") == []
+
+
+@pytest.mark.parametrize(
+    ("path", "report", "named"),
+    [
+        ("mixed/.notdicom.txt.X0PfWg", "mixed_notdicom.txt.txt", "mixed/notdicom.txt (rsync's temporary"),
+        (".a.dcm.abc123", "a.dcm.txt", "a.dcm (rsync's temporary .a.dcm.abc123)"),
+        (".a.dcm.abc12", ".a.dcm.abc12.txt", ".a.dcm.abc12:"),  # five characters: no rsync name
+        (".a.dcm.abc-12", ".a.dcm.abc-12.txt", ".a.dcm.abc-12:"),
+        ("plain.dcm", "plain.dcm.txt", "plain.dcm:"),
+    ],
+)
+def test_rsync_temporary_names_are_reported_under_their_own(
+    table: tuple, path: str, report: str, named: str
+) -> None:
+    uploads, sender, _stored, _clock = table
+    sender.error = NotDicom("not a DICOM Part 10 file")
+    if "/" in path:
+        uploads.mkdir(path.rpartition("/")[0])
+    fd = write_file(uploads, path, b"text")
+    with pytest.raises(NotDicom):
+        uploads.flush(fd)
+    uploads.release(fd)
+    assert uploads.children("failed") == [(report, False)]
+    assert uploads.report(f"failed/{report}").decode().startswith(named)

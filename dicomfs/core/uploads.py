@@ -8,7 +8,13 @@ What ``upload/`` holds, by path relative to it (``"study/1.dcm"``, no leading sl
                   a writer holds it; sent when it is flushed (``close(2)``) after a write
     done          sent; only its size and time are kept, for ``DONE_GRACE_S``, so that rsync's
                   rename, utimens and chmod after the close find it
-    failed        ``failed/<path with / as _>.txt``: why, the last ``MAX_FAILED``
+    failed        ``failed/<name>.txt``: why, the last ``MAX_FAILED``; the file itself stays
+                  while a handle is open (a write starts it over), then goes
+
+A flush of a file with nothing written since it was created (or truncated to 0) sends nothing
+and succeeds: bash's ``cmd > upload/x`` opens the file, dup2()s it onto stdout and closes the
+first fd before ``cmd`` writes a byte, and that close is a flush. A file closed for the last time
+with nothing written (``touch``, ``: >``) is no upload: it goes, nothing sent, no report.
 
 A send is one C-STORE through a :class:`~dicomfs.core.ports.StoreService`: one DIMSE message, so a
 failure leaves nothing at the PACS. After a success ``on_stored`` is told what was stored (the
@@ -30,7 +36,7 @@ from collections.abc import Callable
 from dicomfs.core.errorlog import OncePerCause
 from dicomfs.core.errors import DicomFSError, NotDicom, PacsError
 from dicomfs.core.ports import StoredObject, StoreService
-from dicomfs.core.uploadfailures import FAILED_DIR, FailureReports
+from dicomfs.core.uploadfailures import FAILED_DIR, FailureReports, shown_path
 from dicomfs.core.uploadtree import DONE, WRITING, Upload, UploadTree
 
 LOGGER = logging.getLogger(__name__)
@@ -193,7 +199,7 @@ class Uploads:
                 self._by_fd[fd] = upload
                 if truncate:
                     os.ftruncate(fd, 0)
-                    upload.dirty = True
+                    self._changed(upload, written=False)
                 return fd
         return self.create(path)
 
@@ -205,7 +211,7 @@ class Uploads:
                 raise FileNotFoundError(errno.ENOENT, "no such upload", path)
             if upload.state == WRITING and upload.fds:
                 os.ftruncate(next(iter(upload.fds)), length)
-                upload.dirty = True
+                self._changed(upload, written=length > 0)
             elif length == 0:
                 del self._files[path]  # the open(O_TRUNC) that follows starts a new version
             else:
@@ -219,22 +225,30 @@ class Uploads:
     def write(self, fd: int, data: bytes, offset: int) -> int:
         """Write to the spool file; the file is sent again at the next flush."""
         with self._lock:
-            upload = self._by_fd[fd]
-            upload.dirty = True
-            upload.state = WRITING
+            self._changed(self._by_fd[fd], written=True)
         return os.pwrite(fd, data, offset)
+
+    def _changed(self, upload: Upload, *, written: bool) -> None:
+        """A write or truncation (lock held): to be sent again; an earlier failure no longer holds."""
+        upload.dirty = True
+        upload.written = written
+        upload.error = None
+        upload.state = WRITING
 
     def flush(self, fd: int) -> None:
         """``close(2)`` of a handle: send the file if it was written since its last send.
 
-        Raises the send's failure (``NotDicom``, ``PacsError``), also to later flushes of the same
-        unchanged file (its other handles), so every close of a failed file fails.
+        Sends nothing for a file with nothing written (see the module's notes). Raises the send's
+        failure (``NotDicom``, ``PacsError``), also to later flushes of the same unchanged file
+        (its other handles), so every close of a failed file fails until it is written again.
         """
         with self._lock:
             upload = self._by_fd[fd]
             if not upload.dirty:
                 if upload.error is not None:
                     raise upload.error
+                return
+            if not upload.written:  # nothing to send yet: bash's dup2() and close before writing
                 return
             upload.dirty = False
             path = upload.path
@@ -246,41 +260,43 @@ class Uploads:
             raise
         size = os.fstat(fd).st_size
         with self._lock:
-            upload.error = None
-            upload.state = DONE
+            if not upload.dirty:  # else written again during the C-STORE: sent again at its flush
+                upload.state = DONE
             upload.size = size
             upload.ended = self._clock()
+            self._failed.discard(path)  # an earlier failure of this name is over
         LOGGER.debug("upload %s: stored %s (%d bytes)", path, stored.sop_uid, size)
         self._on_stored(stored)
 
     def release(self, fd: int) -> None:
-        """The last ``close`` of a handle: its fd is closed; the spool file goes with the last one."""
+        """The last ``close`` of a handle: its fd is closed; the spool file goes with the last one,
+        and so does a file that failed or holds nothing (it stays listed only once sent)."""
         with self._lock:
             upload = self._by_fd.pop(fd)
             upload.fds.discard(fd)
             last = not upload.fds
-            unsent = last and upload.dirty
+            unsent = last and upload.dirty and upload.written
         os.close(fd)
         if unsent:  # closed without a flush (FUSE sends one at every close): nothing was sent
             self._failed_send(upload, OSError(errno.EIO, "closed without a flush: not sent"))
-        if last:
-            with self._lock:
-                spool, upload.spool = upload.spool, ""
-                if upload.state == WRITING:  # never sent, or failed: not shown as in flight
-                    upload.state = DONE
-                    upload.ended = self._clock()
-            if spool:
-                _remove(spool)
+        if not last:
+            return
+        with self._lock:
+            spool, upload.spool = upload.spool, ""
+            if upload.state == WRITING and self._files.get(upload.path) is upload:
+                # failed (its report is in failed/), or empty: touch, ': > x'
+                LOGGER.debug("upload %s: closed %s", upload.path, "unsent" if upload.written else "empty")
+                del self._files[upload.path]
+        if spool:
+            _remove(spool)
 
     def _failed_send(self, upload: Upload, exc: Exception) -> None:
         reason = str(exc)
         with self._lock:
             upload.error = exc if isinstance(exc, DicomFSError) else PacsError(reason)
             path = upload.path
-            if self._files.get(path) is upload:
-                del self._files[path]  # shown in failed/ instead
-            self._failed.add(path, reason)
-        self._said.say(f"upload {path}", reason)
+            self._failed.add(path, reason)  # the file itself goes with its last handle
+        self._said.say(f"upload {shown_path(path)}", reason)
 
 
 def _remove(path: str) -> None:

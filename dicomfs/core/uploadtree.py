@@ -36,8 +36,9 @@ class Upload:
     mtime: float  # seconds since the epoch, as shown
     state: str = WRITING
     size: int = 0
-    dirty: bool = True  # written since the last send (a new file counts as written)
-    error: DicomFSError | None = None  # the last send's failure, answered to every flush after it
+    dirty: bool = True  # changed since the last send (a new file counts as changed)
+    written: bool = False  # holds data written since it was created or truncated to 0
+    error: DicomFSError | None = None  # the last send's failure, answered to flushes until a write
     ended: float = 0.0  # monotonic time it was sent
     fds: set[int] = field(default_factory=set)  # open handles (OS fds on the spool file)
 

@@ -14,6 +14,7 @@ can be named. A conversion is said in the log.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,17 +24,25 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicomfs.core.errorlog import OncePerCause
-from dicomfs.core.errors import NotDicom, PacsError, StoreRejected
+from dicomfs.core.errors import NotDicom, PacsError, QueryRefused, StoreRejected
 from dicomfs.core.ports import StoredObject
+from dicomfs.dimse.associations import AssociationsBusy
 from dicomfs.dimse.client import PacsClient
+from dicomfs.dimse.explain import Explanation
 from dicomfs.dimse.progress import status_of
 from dicomfs.dimse.qrmodels import VERIFICATION
 from dicomfs.dimse.storestatus import judge_store, warning_of
+from dicomfs.dimse.wholefile import NOT_PART10_FIX, check_whole
 
 LOGGER = logging.getLogger(__name__)
 
 #: The syntaxes any DICOM application accepts (PS3.5 10.1: implicit VR little endian is the default).
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+#: The fix of a PACS that cannot be reached or went silent (as ``explain.association_failure``).
+UNREACHABLE_FIX = (
+    "is the PACS running, and are serveraddress= and serverport= right? (dicomfs echo tells more); "
+    "then copy the file again"
+)
 #: Header attributes read before sending (the rest streams from disk unread).
 _HEADER = [
     "SOPClassUID",
@@ -53,10 +62,11 @@ def read_header(path: str) -> tuple[Dataset, StoredObject, UID, UID]:
     Raises ``NotDicom`` for anything that is not a DICOM Part 10 file naming its SOP class,
     SOP instance, transfer syntax, study and series (PS3.10 7.1: preamble, "DICM", group 0002).
     """
+    check_whole(path)  # pydicom reads a file cut short without a word
     try:
         ds = dcmread(path, stop_before_pixels=True, specific_tags=_HEADER)
     except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, OSError) as exc:
-        raise NotDicom(f"not a DICOM Part 10 file ({exc})") from exc
+        raise NotDicom(f"not a readable DICOM Part 10 file: {pydicom_words(exc)}; {NOT_PART10_FIX}") from exc
     meta = ds.file_meta
     sop_class = meta.get("MediaStorageSOPClassUID") or ds.get("SOPClassUID")
     syntax = meta.get("TransferSyntaxUID")
@@ -73,7 +83,10 @@ def read_header(path: str) -> tuple[Dataset, StoredObject, UID, UID]:
         if not value
     ]
     if missing:
-        raise NotDicom(f"not a DICOM Part 10 file the PACS could store: no {', '.join(missing)}")
+        raise NotDicom(
+            f"not a DICOM Part 10 file the PACS could store: no {', '.join(missing)}; fix: give the "
+            "file its UIDs (dcmodify from DCMTK) or copy the instance it was made from"
+        )
     stored = StoredObject(
         patient_id=str(ds.get("PatientID", "") or ""),
         issuer=str(ds.get("IssuerOfPatientID", "") or ""),
@@ -85,6 +98,20 @@ def read_header(path: str) -> tuple[Dataset, StoredObject, UID, UID]:
         transfer_syntax=str(syntax),
     )
     return meta, stored, UID(str(sop_class)), UID(str(syntax))
+
+
+def pydicom_words(exc: Exception) -> str:
+    """pydicom's reason, without its advice to the programmer ("Use force=True to force reading.")."""
+    sentences = re.split(r"(?<=\.)\s+", str(exc).strip())
+    return " ".join(part for part in sentences if "force=" not in part).rstrip(".") or type(exc).__name__
+
+
+def uid_words(uid: UID, *, with_uid: bool = False) -> str:
+    """``MR Image Storage`` (``with_uid``: ``MR Image Storage (1.2.840.10008.5.1.4.1.1.4)``); the
+    UID alone where pydicom knows no name for it (a private SOP class)."""
+    if uid.name == str(uid):
+        return str(uid)
+    return f"{uid.name} ({uid})" if with_uid else uid.name
 
 
 def can_decompress(syntax: UID) -> bool:
@@ -130,17 +157,14 @@ class DimseSender:
         """
         _meta, stored, sop_class, own = read_header(path)
         address = self._client.address
-        with self._client.associate(proposals(sop_class, own)) as assoc:
-            accepted = [
-                UID(str(cx.transfer_syntax[0]))
-                for cx in assoc.accepted_contexts
-                if str(cx.abstract_syntax) == sop_class
-            ]
-            payload = self._payload(path, sop_class, own, accepted)
-            try:
-                response = assoc.send_c_store(payload)
-            except (ValueError, AttributeError) as exc:  # pynetdicom cannot encode it in that syntax
-                raise StoreRejected(f"cannot send {sop_class.name} in {own.name}: {exc}") from exc
+        try:
+            response = self._send(path, sop_class, own)
+        except (QueryRefused, AssociationsBusy):
+            raise  # a refusal names its fix; busy slots are ours
+        except PacsError as exc:
+            if "; fix: " in str(exc):
+                raise
+            raise PacsError(Explanation(str(exc), UNREACHABLE_FIX).line()) from exc
         code = getattr(response, "Status", None)
         comment = str(response.get("ErrorComment", "") or "")
         why = judge_store(
@@ -155,27 +179,43 @@ class DimseSender:
             LOGGER.warning("stored %s with a warning: %s", stored.sop_uid, warned)
         return stored
 
+    def _send(self, path: str, sop_class: UID, own: UID) -> Any:
+        """One association, one C-STORE: the response (empty without one)."""
+        with self._client.associate(proposals(sop_class, own)) as assoc:
+            accepted = [
+                UID(str(cx.transfer_syntax[0]))
+                for cx in assoc.accepted_contexts
+                if str(cx.abstract_syntax) == sop_class
+            ]
+            payload = self._payload(path, sop_class, own, accepted)
+            try:
+                return assoc.send_c_store(payload)
+            except (ValueError, AttributeError) as exc:  # pynetdicom cannot encode it in that syntax
+                words = f"{uid_words(sop_class, with_uid=True)} in {uid_words(own)}"
+                raise StoreRejected(f"cannot send {words}: {exc}") from exc
+
     def _payload(self, path: str, sop_class: UID, own: UID, accepted: list[UID]) -> Any:
         """The path itself (sent as it is), or a converted dataset; StoreRejected when neither."""
         if own in accepted:
             return path
         if not accepted:
             raise StoreRejected(
-                f"the PACS accepts no presentation context for {sop_class.name} ({sop_class}); "
+                f"the PACS accepts no presentation context for {uid_words(sop_class, with_uid=True)}; "
                 "fix: configure the PACS to accept this storage SOP class"
             )
         target = next((syntax for syntax in UNCOMPRESSED if syntax in accepted), None)
         if target is None or not can_decompress(own):
             raise StoreRejected(
-                f"the PACS accepts {sop_class.name} only in {', '.join(s.name for s in accepted)}, "
-                f"and this file in {own.name} cannot be converted here; fix: configure the PACS to "
-                f"accept {own.name}"
+                f"the PACS accepts {uid_words(sop_class, with_uid=True)} only in "
+                f"{', '.join(uid_words(s) for s in accepted)}, and this file in {uid_words(own)} "
+                f"cannot be converted here; fix: configure the PACS to accept {uid_words(own)}"
             )
         dataset = dcmread(path)
         if own.is_compressed:
             dataset.decompress()  # to explicit VR little endian (pydicom); pynetdicom then encodes
         self._conversions.say(
             f"upload of {dataset.get('SOPInstanceUID', '?')}",
-            f"the PACS does not accept {own.name} for {sop_class.name}: converted to {target.name}",
+            f"the PACS does not accept {uid_words(own)} for {uid_words(sop_class)}: converted to "
+            f"{uid_words(target)}",
         )
         return dataset
