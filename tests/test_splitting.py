@@ -181,3 +181,10 @@ def test_a_whole_answer_of_a_well_known_size_stays_whole() -> None:
     matches = complete_studies(archive.find, {"PatientID": "P"}, today=datetime.date(2026, 11, 30))
     assert _uids(matches.rows) == _uids(rows) and not matches.missing
     assert archive.finds > 1  # the cost of the doubt: a few more C-FINDs
+
+
+def test_a_suspect_size_that_cannot_be_split_is_taken_as_whole() -> None:
+    rows = [_study(n, "20240301", "120000") for n in range(500)]  # one minute: no split helps
+    archive = CappingArchive(rows, cap=10_000)
+    matches = complete_studies(archive.find, {"StudyDate": "20240301"}, today=datetime.date(2026, 11, 30))
+    assert _uids(matches.rows) == _uids(rows) and not matches.missing

@@ -206,11 +206,13 @@ class _Split:
         timeless = [row for row in capped.partial if _identity(row) not in found]
         if timeless:
             self.keep(timeless)
-            self.capped.append(f"{day:%Y-%m-%d} (studies without StudyTime)")
+            if not isinstance(capped, SuspectedCap):
+                self.capped.append(f"{day:%Y-%m-%d} (studies without StudyTime)")
 
     def _stays_capped(self, part: str, exc: AnswerCapped) -> None:
         self.keep(exc.partial)
-        self.capped.append(part)
+        if not isinstance(exc, SuspectedCap):  # a size alone proves nothing where it cannot split
+            self.capped.append(part)
 
     def missing(self) -> str:
         """The one line for :attr:`Matches.missing` ('' when the answer is whole)."""
@@ -231,11 +233,16 @@ class _Split:
         )
 
 
+class SuspectedCap(AnswerCapped):
+    """An answer whose size alone (:data:`SUSPECT_CAPS`) makes it suspect: split where it can be;
+    where it cannot, its rows are taken as whole (no sign of a cap but the size)."""
+
+
 def _suspected(rows: list[Row]) -> list[Row]:
     """``rows``, unless their number is one PACSes cut answers at (:data:`SUSPECT_CAPS`): then
-    raises ``AnswerCapped`` with them, so that the query is asked again in parts."""
+    raises :class:`SuspectedCap` with them, so that the query is asked again in parts."""
     if len(rows) in SUSPECT_CAPS:
-        raise AnswerCapped(f"{len(rows)} matches, a number PACSes cut answers at", len(rows), rows)
+        raise SuspectedCap(f"{len(rows)} matches, a number PACSes cut answers at", len(rows), rows)
     return rows
 
 
