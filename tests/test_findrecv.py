@@ -257,3 +257,18 @@ def test_a_real_association_s_matches_come_through_the_short_path() -> None:
     # the rest is pynetdicom's own (P-DATA primitives): the SCP's C-FIND-RQ, command and
     # identifier, and the SCU's final response
     assert stock == 3
+
+
+@pytest.mark.parametrize("uid", [b"1.2.840.10008.5.1.4.1.2.2.X\x00", b"1.2.840..3\x00", b"\xff\xfe"])
+def test_an_odd_affected_sop_class_uid_gets_what_pynetdicom_makes_of_it(uid: bytes) -> None:
+    pdatas = encoded(response(0xFF00, identifier(8)))
+    context_id, command = pdatas[0].presentation_data_value_list[0]
+    good = str(StudyRootQueryRetrieveInformationModelFind).encode() + b"\x00"
+    assert good in command and len(uid) <= len(good)
+    uid = uid.ljust(len(good), b"\x00")  # same length: the group length stays right
+    pdatas[0].presentation_data_value_list = [[context_id, command.replace(good, uid)]]
+    fast_provider, stock_provider = provider(), provider()
+    fast = received(fast_provider, True, pdatas)
+    assert fast == received(stock_provider, False, pdatas)
+    assert list(fast_provider.dul.event_queue.queue) == list(stock_provider.dul.event_queue.queue)
+    assert len(findrecv._sop_classes) <= findrecv.MAX_SOP_CLASSES

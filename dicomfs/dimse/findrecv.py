@@ -22,6 +22,7 @@ import struct
 from io import BytesIO
 from typing import Any
 
+from pydicom.uid import UID
 from pynetdicom import dimse as _dimse
 from pynetdicom import evt
 from pynetdicom.dimse_primitives import C_FIND
@@ -37,6 +38,9 @@ NO_DATA_SET = 0x0101
 #: length, Affected SOP Class UID, Command Field, Message ID Being Responded To, Command Data Set
 #: Type, Status (PS3.7 9.3.2.2). Anything else (Error Comment, Offending Element, ...) goes stock.
 _KNOWN = frozenset((0x0000, 0x0002, 0x0100, 0x0120, 0x0800, 0x0900))
+#: Affected SOP Class UIDs already validated, by their encoded value (a C-FIND repeats one).
+MAX_SOP_CLASSES = 32
+_sop_classes: dict[bytes, UID | None] = {}
 _US = struct.Struct("<H")
 _HEADER = struct.Struct("<HHL")
 
@@ -90,11 +94,27 @@ def pending_find(raw: bytes) -> C_FIND | None:
     primitive = C_FIND()
     primitive.MessageIDBeingRespondedTo = responding_to
     primitive.Status = _us(elements, 0x0900)
-    uid = elements.get(0x0002)
-    if uid is not None:
-        # UI values are padded to even length with NUL (PS3.5 6.2); pydicom strips it too.
-        primitive.AffectedSOPClassUID = uid.rstrip(b"\x00 ").decode("ascii")
+    raw_uid = elements.get(0x0002)
+    if raw_uid is not None:
+        try:
+            # Set as the setter would (validated once per value: every response repeats it).
+            primitive._affected_sop_class_uid = _sop_class(raw_uid)
+        except (ValueError, TypeError, UnicodeDecodeError):
+            return None  # pynetdicom reports it (an invalid DIMSE message)
     return primitive
+
+
+def _sop_class(raw: bytes) -> UID | None:
+    """The Affected SOP Class UID ``C_FIND``'s setter makes of ``raw`` (memoised, bounded)."""
+    if raw in _sop_classes:
+        return _sop_classes[raw]
+    probe = C_FIND()
+    # UI values are padded to even length with NUL (PS3.5 6.2); pydicom strips it too.
+    probe.AffectedSOPClassUID = raw.rstrip(b"\x00 ").decode("ascii")
+    if len(_sop_classes) >= MAX_SOP_CLASSES:
+        _sop_classes.clear()
+    _sop_classes[raw] = probe.AffectedSOPClassUID
+    return probe.AffectedSOPClassUID
 
 
 class _Pending:
@@ -164,6 +184,12 @@ def receive_primitive(self: Any, primitive: P_DATA) -> None:
             _finish(self, pending)
 
 
+def _setter_names(owner: type, name: str) -> set[str]:
+    """The names the setter of property ``owner.name`` uses (empty when there is none)."""
+    setter = getattr(vars(owner).get(name) or getattr(owner, name, None), "fset", None)
+    return set(getattr(getattr(setter, "__code__", None), "co_names", ()))
+
+
 def stock_fits() -> bool:
     """Whether ``DIMSEServiceProvider.receive_primitive`` is still the stock method this path
     replaces: it keeps the message being assembled in ``self.message``, decodes it with
@@ -181,6 +207,8 @@ def stock_fits() -> bool:
             isinstance(getattr(C_FIND, name, None), property)
             for name in ("MessageIDBeingRespondedTo", "Status", "AffectedSOPClassUID", "Identifier")
         )
+        # the attribute the Affected SOP Class UID setter keeps its value in
+        and "_affected_sop_class_uid" in _setter_names(C_FIND, "AffectedSOPClassUID")
     )
 
 
