@@ -84,10 +84,14 @@ def test_uninstall_restores_stock_receiving_and_logging_handlers() -> None:
     result = run_python(
         "before = state()\n"
         "from dicomfs.dimse import patches\n"
+        "ready = lambda: vars(AssociationSocket)['ready'].fget.__module__\n"
+        "assert ready() == 'pynetdicom.transport'\n"
         "patches.install(); patches.install(); patches.uninstall()\n"
         "middle = state()\n"
+        "assert ready() == 'dicomfs.dimse.patches', ready()\n"
         "patches.uninstall()\n"
         "assert state() == before, state()\n"
+        "assert ready() == 'pynetdicom.transport', ready()\n"
         "print(repr(middle))\n"
     )
     assert result.returncode == 0, result.stderr
