@@ -19,6 +19,7 @@ from pydicom.tag import Tag
 
 from dicomfs.dimse import iso2022
 from dicomfs.dimse.decode import text_of
+from dicomfs.views import naming
 from dicomfs.views.naming import (
     MAX_NAME_BYTES,
     UNKNOWN_TIME,
@@ -130,6 +131,19 @@ def test_sanitize_respects_any_limit(text: str, max_bytes: int) -> None:
     result = sanitize(text, max_bytes)
     assert len(result.encode("utf-8")) <= max_bytes
     assert sanitize(result, max_bytes) == result
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet=st.characters(max_codepoint=127)), st.integers(min_value=1, max_value=300))
+def test_sanitize_shortcut_for_plain_ascii_gives_what_the_full_passes_give(text: str, max_bytes: int) -> None:
+    """Plain names skip the per-character passes (issue #12: 2,000 study names per day listing)."""
+    full = text
+    for _ in range(4):
+        cleaned = naming._clean_once(full, max_bytes)
+        if cleaned == full:
+            break
+        full = cleaned
+    assert sanitize(text, max_bytes) == (full or "_")
 
 
 # --------------------------------------------------------------------------- composite names

@@ -17,10 +17,12 @@ HANG_GUARD_S = 60
 _STATE = """
 import time
 from pynetdicom import _config, dul
+from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.transport import AssociationSocket
 def state():
     return (AssociationSocket.recv.__module__, dul.time is time, _config.STORE_RECV_CHUNKED_DATASET,
-            _config.UNRESTRICTED_STORAGE_SERVICE, _config.LOG_RESPONSE_IDENTIFIERS)
+            _config.UNRESTRICTED_STORAGE_SERVICE, _config.LOG_RESPONSE_IDENTIFIERS,
+            DIMSEServiceProvider.receive_primitive.__module__, _config.LOG_HANDLER_LEVEL)
 """
 
 
@@ -48,8 +50,9 @@ def test_importing_dicomfs_patches_nothing_and_install_does() -> None:
     )
     assert result.returncode == 0, result.stderr
     before, after = (ast.literal_eval(line) for line in result.stdout.splitlines())
-    assert before == ("pynetdicom.transport", True, False, False, True)  # stock, after every import
-    assert after == ("dicomfs.dimse.patches", False, True, True, False)
+    # stock after every import; installed: our reads, reactor clock, C-FIND receive, quiet handlers
+    assert before == ("pynetdicom.transport", True, False, False, True, "pynetdicom.dimse", "standard")
+    assert after == ("dicomfs.dimse.patches", False, True, True, False, "dicomfs.dimse.findrecv", "none")
 
 
 def test_a_changed_pynetdicom_keeps_its_stock_receive_path_with_one_warning() -> None:
@@ -66,7 +69,44 @@ def test_a_changed_pynetdicom_keeps_its_stock_receive_path_with_one_warning() ->
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("AssociationSocket.recv changed; reads left unpatched") == 1, result.stderr
     # the reactor still fits and is tuned; the switches the receiver needs are set all the same
-    assert ast.literal_eval(result.stdout) == ("pynetdicom.transport", False, True, True, False)
+    assert ast.literal_eval(result.stdout) == (
+        "pynetdicom.transport",
+        False,
+        True,
+        True,
+        False,
+        "dicomfs.dimse.findrecv",
+        "none",
+    )
+
+
+def test_uninstall_restores_stock_receiving_and_logging_handlers() -> None:
+    result = run_python(
+        "before = state()\n"
+        "from dicomfs.dimse import patches\n"
+        "ready = lambda: vars(AssociationSocket)['ready'].fget.__module__\n"
+        "assert ready() == 'pynetdicom.transport'\n"
+        "patches.install(); patches.install(); patches.uninstall()\n"
+        "middle = state()\n"
+        "assert ready() == 'dicomfs.dimse.patches', ready()\n"
+        "patches.uninstall()\n"
+        "assert state() == before, state()\n"
+        "assert ready() == 'pynetdicom.transport', ready()\n"
+        "print(repr(middle))\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert ast.literal_eval(result.stdout)[5:] == ("dicomfs.dimse.findrecv", "none")
+
+
+def test_with_pynetdicom_logging_on_its_handlers_stay() -> None:
+    result = run_python(
+        "import logging; logging.getLogger('pynetdicom').setLevel(logging.DEBUG)\n"
+        "from dicomfs.dimse import patches\n"
+        "patches.install()\n"
+        "print(repr(state()))\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert ast.literal_eval(result.stdout)[5:] == ("dicomfs.dimse.findrecv", "standard")
 
 
 def test_a_pynetdicom_without_chunked_receiving_is_refused_clearly() -> None:

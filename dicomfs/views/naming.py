@@ -35,6 +35,9 @@ _NO_DATE = "no date"
 _NO_SERIES = "(unnamed series)"
 _NO_UID = "(no uid)"
 _WHITESPACE_RUN = re.compile(r"\s+")
+# Printable ASCII without '/', single spaces only between other characters: what every pass of
+# `sanitize` leaves as it is (NFC changes no ASCII). Checked whole before the per-character passes.
+_SAFE_ASCII = re.compile(r"[!-.0-~]+(?: [!-.0-~]+)*")
 # A decimal number as DS writes it (PS3.5 Table 6.2-1); IS values like "3.0" come from real
 # modalities. Longer text is not a sort key but garbage (and Decimal of it is slow).
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?")
@@ -66,6 +69,8 @@ def sanitize(text: str, max_bytes: int = MAX_NAME_BYTES) -> str:
     """
     if max_bytes < 1:  # '_' must fit
         raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
+    if len(text) <= max_bytes and _SAFE_ASCII.fullmatch(text) and not text.startswith("."):
+        return text  # already a fixed point: nothing below would change it (most names)
     result = text
     # Each pass can expose work for the next (dropping a Cf mark can make a composable pair);
     # three passes reach the fixed point for all input seen in property tests.
