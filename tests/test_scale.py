@@ -29,7 +29,7 @@ SHELL_TIMEOUT_S = 60.0
 ACCESSION_IN_NAME = re.compile(r"\((ACC\d{7})\)")
 #: A day after the two spread years that holds CROWDED_STUDIES studies.
 CROWDED_DAY = "20250301"
-CROWDED_STUDIES = 5_000
+CROWDED_STUDIES = 4_990  # not a size PACSes cut at (core.splitting.SUSPECT_CAPS): no marker
 #: What listing one study may cost the daemon at its peak (VmHWM), in bytes. Measured: 2.7 kB here
 #: (1.7 kB for 50,027 studies, bench/bigday.py); 6.2 kB before C-FIND matches became rows as they
 #: arrived and directories were paged (issue #12).
@@ -151,3 +151,23 @@ def test_a_huge_day_costs_little_memory_per_study(scale: Scale) -> None:
     grown = memory_bytes(pid, "VmHWM") - before
     assert len(names) == CROWDED_STUDIES
     assert grown < CROWDED_STUDIES * MAX_BYTES_PER_STUDY, f"{grown / CROWDED_STUDIES:.0f} bytes per study"
+
+
+@pytest.mark.parametrize("findlimit", [0, 100_000])
+def test_a_root_of_exactly_500_patients_is_not_shown_as_whole_unless_findlimit_says(
+    findlimit: int, tmp_path: Path
+) -> None:
+    """500 rows at the root is a size PACSes cut at silently: without ``findlimit`` the root shows
+    README.txt and the views, never a list that may be cut; a findlimit above it lists them."""
+    index = BigIndex(2_500)  # 500 patients
+    with (
+        BigArchive(index, refuse_universal=False) as pacs,
+        mounted(tmp_path / "mnt", big_options(pacs, tmp_path / "cache", findlimit=findlimit)) as mount,
+    ):
+        listed = shell("ls", mount.mountpoint).split("\n")
+        log = mount.log_text()
+    if findlimit:
+        assert len([name for name in listed if name]) == index.patients == 500
+    else:
+        assert "README.txt" in listed and "by-date" in listed and len(listed) < 10, listed
+        assert "exactly 500 matches" in log

@@ -183,8 +183,17 @@ def test_a_whole_answer_of_a_well_known_size_stays_whole() -> None:
     assert archive.finds > 1  # the cost of the doubt: a few more C-FINDs
 
 
-def test_a_suspect_size_that_cannot_be_split_is_taken_as_whole() -> None:
+def test_a_suspect_size_that_cannot_be_split_is_never_shown_as_whole() -> None:
     rows = [_study(n, "20240301", "120000") for n in range(500)]  # one minute: no split helps
-    archive = CappingArchive(rows, cap=10_000)
-    matches = complete_studies(archive.find, {"StudyDate": "20240301"}, today=datetime.date(2026, 11, 30))
-    assert _uids(matches.rows) == _uids(rows) and not matches.missing
+    matches = complete_studies(
+        CappingArchive(rows, cap=10_000).find, {"StudyDate": "20240301"}, today=datetime.date(2026, 11, 30)
+    )
+    assert _uids(matches.rows) == _uids(rows)
+    assert "2024-03-01 12:00: exactly 500" in matches.missing
+
+
+def test_studies_without_a_time_cut_from_a_suspect_day_are_reported_missing() -> None:
+    rows = [_study(n, "20240302", "" if n % 2 else f"{n % 24:02d}{n % 60:02d}00") for n in range(600)]
+    archive = SilentlyCuttingArchive(rows, cap=500)
+    matches = complete_studies(archive.find, {"StudyDate": "20240302"}, today=datetime.date(2026, 11, 30))
+    assert "studies without StudyTime" in matches.missing

@@ -206,13 +206,12 @@ class _Split:
         timeless = [row for row in capped.partial if _identity(row) not in found]
         if timeless:
             self.keep(timeless)
-            if not isinstance(capped, SuspectedCap):
-                self.capped.append(f"{day:%Y-%m-%d} (studies without StudyTime)")
+            self.capped.append(f"{day:%Y-%m-%d} (studies without StudyTime)")
 
     def _stays_capped(self, part: str, exc: AnswerCapped) -> None:
         self.keep(exc.partial)
-        if not isinstance(exc, SuspectedCap):  # a size alone proves nothing where it cannot split
-            self.capped.append(part)
+        # A suspect size that cannot be split may be whole: said so, never shown as whole.
+        self.capped.append(f"{part}: exactly {exc.count}" if isinstance(exc, SuspectedCap) else part)
 
     def missing(self) -> str:
         """The one line for :attr:`Matches.missing` ('' when the answer is whole)."""
@@ -235,7 +234,8 @@ class _Split:
 
 class SuspectedCap(AnswerCapped):
     """An answer whose size alone (:data:`SUSPECT_CAPS`) makes it suspect: split where it can be;
-    where it cannot, its rows are taken as whole (no sign of a cap but the size)."""
+    where it cannot, reported as possibly incomplete (a cut answer must never look whole; a whole
+    one of exactly that size in one minute is rare)."""
 
 
 def _suspected(rows: list[Row]) -> list[Row]:

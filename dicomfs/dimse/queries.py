@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 
 from dicomfs.core.errors import AnswerCapped, QueryRefused
 from dicomfs.core.rows import RAW_PATIENT_ID, Matches, Row
-from dicomfs.core.splitting import complete_studies
+from dicomfs.core.splitting import SUSPECT_CAPS, complete_studies
 from dicomfs.dimse import decode
 from dicomfs.dimse.client import PacsClient
 from dicomfs.dimse.qrmodels import QueryModel
@@ -171,6 +171,22 @@ class DimseQueries:
             self._patient_root = False
             return None
         self._patient_root = True
+        return self._whole_root(rows, limit)
+
+    def _whole_root(self, rows: list[Row], limit: int | None) -> list[Row]:
+        """The root's rows, unless there are exactly as many as PACSes cut answers at
+        (``splitting.SUSPECT_CAPS``, from 500) and the mount names no ``findlimit``: a root cannot be split,
+        and a cut one must not look whole, so it raises ``AnswerCapped`` (README.txt instead)."""
+        # From 500 up: a small archive of exactly 100 or 200 patients is likelier than a cap there.
+        suspect = len(rows) in SUSPECT_CAPS and len(rows) >= 500 and (limit is None or len(rows) < limit)
+        if suspect and self._client.find_limit == 0:
+            raise AnswerCapped(
+                f"the root's C-FIND gave exactly {len(rows)} matches, a number PACSes cut answers "
+                "at; fix: set findlimit= to the PACS's cap (or, for a PACS without one, to any number "
+                "above the archive's size) to list them",
+                len(rows),
+                rows,
+            )
         return rows
 
     def studies(self, patient_id: str, limit: int | None = None) -> list[Row]:
@@ -185,7 +201,7 @@ class DimseQueries:
             could not make whole (the message says what is missing).
         """
         if not patient_id:
-            return self._find(identifier("STUDY", **STUDY_RETURN_KEYS), limit=limit)
+            return self._whole_root(self._find(identifier("STUDY", **STUDY_RETURN_KEYS), limit=limit), limit)
         matches = complete_studies(
             lambda matching: self._find(self._study_query(matching)),
             {"PatientID": patient_id},
