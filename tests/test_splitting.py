@@ -197,3 +197,13 @@ def test_studies_without_a_time_cut_from_a_suspect_day_are_reported_missing() ->
     archive = SilentlyCuttingArchive(rows, cap=500)
     matches = complete_studies(archive.find, {"StudyDate": "20240302"}, today=datetime.date(2026, 11, 30))
     assert "studies without StudyTime" in matches.missing
+
+
+def test_a_crowded_day_and_minute_are_asked_alone_not_halved_down_to() -> None:
+    """The capped rows all on one day (then one minute): that day is asked alone, with the rest of
+    the range in two parts, instead of ~16 halvings (then ~11) down to it."""
+    rows = [_study(n, "20240301", "101000") for n in range(4)] + [_study(9, "20200101")]
+    archive = CappingArchive(rows, cap=3)
+    matches = complete_studies(archive.find, {"PatientID": "P"}, today=datetime.date(2026, 11, 30))
+    assert _uids(matches.rows) <= _uids(rows) and "2024-03-01 10:10" in matches.missing
+    assert archive.finds <= 12, archive.finds

@@ -107,6 +107,27 @@ def time_text(first: int, last: int) -> str:
     return f"{first // 60:02d}{first % 60:02d}00-{last // 60:02d}{last % 60:02d}59.999999"
 
 
+def _minute(text: str) -> int | None:
+    """The minute of the day of a TM value (``HHMM...``), or None."""
+    digits = text.strip()[:4]
+    if len(digits) < 4 or not digits.isdigit() or int(digits[:2]) > 23 or int(digits[2:]) > 59:
+        return None
+    return int(digits[:2]) * 60 + int(digits[2:])
+
+
+def _parts(low: int, high: int, seen: set[int | None]) -> list[tuple[int, int]]:
+    """How to split ``low..high`` (inclusive: day ordinals or minutes of a day): around the one
+    value every row of the capped answer had (a crowded day or minute is asked alone, the rest in
+    at most two parts: a few C-FINDs instead of halving down to it), else in halves."""
+    if len(seen) == 1:
+        (value,) = seen
+        if value is not None and low <= value <= high:
+            parts = [(low, value - 1), (value, value), (value + 1, high)]
+            return [(first, last) for first, last in parts if first <= last]
+    middle = (low + high) // 2
+    return [(low, middle), (middle + 1, high)]
+
+
 def _identity(row: Row) -> tuple[str, str]:
     return row.get("StudyInstanceUID", "").strip(), row.get("PatientID", "").strip()
 
@@ -146,8 +167,14 @@ class _Split:
             if low == high:
                 self.day(low, exc)
                 continue
-            middle = low + (high - low) // 2
-            halves = [(low, middle), (middle + datetime.timedelta(days=1), high)]
+            seen = {
+                day.toordinal() if day else None
+                for day in (_day(r.get("StudyDate", "")) for r in exc.partial)
+            }
+            halves = [
+                (datetime.date.fromordinal(first), datetime.date.fromordinal(last))
+                for first, last in _parts(low.toordinal(), high.toordinal(), seen)
+            ]
             answers = []
             for part_low, part_high in halves:
                 got = self.ask({"StudyDate": date_text(part_low, part_high)})
@@ -186,9 +213,9 @@ class _Split:
                 self._stays_capped(f"{day:%Y-%m-%d} {low // 60:02d}:{low % 60:02d}", exc)
                 found.update(_identity(row) for row in exc.partial)
                 continue
-            middle = (low + high) // 2
+            seen = {_minute(row.get("StudyTime", "")) for row in exc.partial}
             answers = []
-            for part in ((low, middle), (middle + 1, high)):
+            for part in _parts(low, high, seen):
                 got = self.ask({"StudyDate": date_text(day, day), "StudyTime": time_text(*part)})
                 if got is None:
                     for *_bounds, waiting in [*stack, (low, high, exc), (0, 0, capped)]:
