@@ -65,7 +65,7 @@ def test_good_query_names_become_matching_keys(name: str, keys: dict[str, str]) 
         ("DOE", "no Key=value pair"),
         ("", "no Key=value pair"),
         ("PatientID=A,PatientID=B", "PatientID given twice"),
-        ("PatientName=", "would match every study"),
+        ("PatientName=", "has no value"),
         ("PatientName=**", "would match every study"),
         ("StudyDate=2024*", "give a date YYYYMMDD"),
         ("StudyDate=20240230", "give a date YYYYMMDD"),
@@ -291,3 +291,29 @@ def test_views_are_reached_by_name_but_not_listed_by_default(services: MountServ
         node = namespace.lookup(f"/{view}")
         assert node.is_dir and node.name == view
     assert namespace.children(namespace.lookup("/by-uid")) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "valid"),
+    [
+        ("0.1", True),
+        ("1.0.2", True),
+        ("1.2.840.10008", True),
+        ("01.2", False),
+        ("1.02.3", False),
+        ("00.1", False),
+    ],
+)
+def test_uid_components_have_no_leading_zero(text: str, valid: bool) -> None:
+    assert is_uid(text) is valid  # PS3.5 9.1
+
+
+def test_a_wildcard_only_key_is_fine_beside_another_but_not_alone() -> None:
+    assert parse_query("StudyDescription=*,PatientID=DEMO001") == {
+        "StudyDescription": "*",
+        "PatientID": "DEMO001",
+    }
+    with pytest.raises(BadQuery, match="every study"):
+        parse_query("StudyDescription=*")
+    with pytest.raises(BadQuery, match="no value"):
+        parse_query("PatientID=,StudyDate=20240101")

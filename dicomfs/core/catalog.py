@@ -300,7 +300,7 @@ class Catalog:
             if down is not None:  # re-checked in the background: no timeout per directory meanwhile
                 if got is None:
                     raise FailedFast(f"the PACS is unreachable ({down})")
-                LOGGER.debug("PACS unreachable (%s); serving the cached listing of %s", down, key)
+                LOGGER.debug("PACS unreachable (%s); serving the cached listing of %s", down, where)
                 return got[0], False
             try:
                 found = find()
@@ -310,7 +310,7 @@ class Catalog:
             except PacsError as exc:
                 if got is None:
                     raise
-                LOGGER.warning("PACS unavailable (%s); serving the cached listing of %s", exc, key)
+                LOGGER.warning("PACS unavailable (%s); serving the cached listing of %s", exc, where)
                 return got[0], False
             self._store(key, found, where)
             return found.records, True

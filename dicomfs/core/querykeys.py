@@ -39,7 +39,8 @@ KEYS: dict[str, str] = {
 #: (PS3.4 C.2.2.2.4) are allowed in these text VRs only: DA, TM and UI values are checked by form.
 MAX_CHARS = {"PN": 64, "LO": 64, "SH": 16, "CS": 16, "UI": 64}
 
-_UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
+# PS3.5 9.1: a component's first digit is not 0 unless the component is "0" itself.
+_UID = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
 _CS = re.compile(r"[A-Z0-9 _*?]+")
 _DATE = re.compile(r"[0-9]{8}")
 _TIME = re.compile(r"([0-9]{2})(?:([0-9]{2})(?:([0-9]{2})(?:\.[0-9]{1,6})?)?)?")
@@ -85,14 +86,18 @@ def parse_query(name: str) -> dict[str, str]:
             raise BadQuery(f"{keyword} given twice")
         check_value(keyword, value)
         keys[keyword] = value
+    if all(not value.strip("*") for value in keys.values()):
+        raise BadQuery(f"{name!r} would match every study; give a value to search for")
     return keys
 
 
 def check_value(keyword: str, value: str) -> None:
     """Raise :class:`BadQuery` unless ``value`` is a matching value ``keyword``'s VR allows."""
     vr = KEYS[keyword]
+    if not value:
+        raise BadQuery(f"{keyword}= has no value; give a value to search for")
     if not value.strip("*"):
-        raise BadQuery(f"{keyword}={value!r} would match every study; give a value to search for")
+        return  # universal matching of this key (PS3.4 C.2.2.2.3): fine beside another key
     if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
         raise BadQuery(f"{keyword}: control characters are not allowed")
     if vr in ("DA", "TM"):

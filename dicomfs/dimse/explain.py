@@ -355,16 +355,19 @@ _CAPPED = {
     "cancel": (
         "the PACS ended the C-FIND answer with Cancel (0xFE00) though none was asked for: "
         "Orthanc does so at its LimitFindResults / LimitFindInstances",
-        "narrow the query (by-date, by-id, a query directory), or raise the PACS's limit",
+        "narrow a study search (by-date, by-id, a query directory); a series or instance listing "
+        "cannot be narrowed: raise the PACS's limit (Orthanc: LimitFindInstances)",
     ),
     "refused": (
         "the PACS refused the C-FIND for its size (0xA700 out of resources; "
         "dcm4chee's QueryMaxNumberOfResults)",
-        "narrow the query (by-date, by-id, a query directory), or raise the PACS's limit",
+        "narrow a study search (by-date, by-id, a query directory); a series or instance listing "
+        "cannot be narrowed: raise the PACS's limit (Orthanc: LimitFindInstances)",
     ),
     "warning": (
         "the PACS ended the C-FIND answer with a warning status (0xB001: response limit reached)",
-        "narrow the query (by-date, by-id, a query directory), or raise the PACS's limit",
+        "narrow a study search (by-date, by-id, a query directory); a series or instance listing "
+        "cannot be narrowed: raise the PACS's limit (Orthanc: LimitFindInstances)",
     ),
     "findlimit": (
         "the PACS answered exactly findlimit= matches, its known cap: the answer may be cut",
