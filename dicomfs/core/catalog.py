@@ -354,7 +354,9 @@ class Catalog:
         """
         find = self._finder_of(parent)
         found = find()
-        expected = -1 if parent is None or found.missing else parent.count
+        # A Patient ID that stands for several persons: the PACS counts them all, we list one.
+        split = isinstance(parent, PatientRecord) and self._finder.is_split(parent.patient_id)
+        expected = -1 if parent is None or found.missing or split else parent.count
         if 0 <= len(found.records) < expected:
             where = self._describe(parent)  # type: ignore[arg-type]  # not None: it has a count
             LOGGER.warning(

@@ -88,6 +88,10 @@ class LevelFinder:
         # Patient IDs whose studies showed several persons, for the root.
         self._split = SplitPatients()
 
+    def is_split(self, patient_id: str) -> bool:
+        """Whether ``patient_id`` was found to stand for several persons (their counts are one)."""
+        return patient_id in self._split
+
     def _time_of(self, row: Row) -> float:
         return self._study_time(row["StudyDate"], row["StudyTime"])
 

@@ -54,6 +54,11 @@ class SplitPatients:
             self._persons[patient_id] = newest
         return known is None or set(known) != set(newest)
 
+    def __contains__(self, patient_id: object) -> bool:
+        """Whether ``patient_id`` is known to stand for several persons."""
+        with self._lock:
+            return patient_id in self._persons
+
     def replace(self, patients: dict[PatientKey, Shown]) -> dict[PatientKey, Shown]:
         """``patients`` of a root answer, with every remembered split ID replaced by its persons."""
         with self._lock:
