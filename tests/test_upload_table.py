@@ -12,7 +12,7 @@ import pytest
 from dicomfs.app.cli import fuse_kwargs
 from dicomfs.app.commandline import parse_args
 from dicomfs.app.options import OptionError
-from dicomfs.core.errors import NotDicom, StoreRejected
+from dicomfs.core.errors import MediaDirectory, NotDicom, PacsError, StoreRejected
 from dicomfs.core.ports import StoredObject
 from dicomfs.core.store import ListingCache
 from dicomfs.core.uploadfailures import MAX_FAILED
@@ -236,3 +236,33 @@ def test_rsync_temporary_names_are_reported_under_their_own(
     uploads.release(fd)
     assert uploads.children("failed") == [(report, False)]
     assert uploads.report(f"failed/{report}").decode().startswith(named)
+
+
+def test_an_unexpected_error_of_a_send_is_a_reported_failure(
+    table: tuple, caplog: pytest.LogCaptureFixture
+) -> None:
+    uploads, sender, stored, _clock = table
+    sender.error = RuntimeError("Unable to decode:\n  pydicom: bad segments")
+    fd = write_file(uploads, "x.dcm", b"DICM data")
+    one_line = "not sent: RuntimeError: Unable to decode: pydicom: bad segments; fix: "
+    with pytest.raises(PacsError, match=one_line):
+        uploads.flush(fd)
+    uploads.release(fd)
+    assert uploads.children("failed") == [("x.dcm.txt", False)]
+    assert b"RuntimeError" in uploads.report("failed/x.dcm.txt") and stored == []
+    assert not [record for record in caplog.records if record.levelno >= 30 and record.exc_info]
+
+
+def test_a_dicomdir_is_accepted_unsent_and_said_once(table: tuple, caplog: pytest.LogCaptureFixture) -> None:
+    uploads, sender, stored, _clock = table
+    sender.error = MediaDirectory("a DICOMDIR is a media directory, not an object to store: not sent")
+    caplog.set_level("INFO", logger="dicomfs.core.uploads")
+    for path in ("cd/.DICOMDIR.AbC123", "cd2/DICOMDIR"):
+        uploads.mkdir(path.split("/")[0])
+        fd = write_file(uploads, path, b"DICM dir")
+        uploads.flush(fd)  # no error: cp -r and rsync go on
+        uploads.release(fd)
+    uploads.rename("cd/.DICOMDIR.AbC123", "cd/DICOMDIR")  # rsync's rename finds it
+    assert uploads.children("failed") == [] and stored == []
+    said = [r.getMessage() for r in caplog.records if "media directory" in r.getMessage()]
+    assert said == ["upload cd/DICOMDIR (rsync's temporary cd/.DICOMDIR.AbC123): " + sender.error.args[0]]

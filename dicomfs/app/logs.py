@@ -103,3 +103,8 @@ def configure_logging(opts: MountOptions, handler: logging.Handler | None = None
     # of a C-FIND answer; naming repairs them, so that is noise but for -d.
     warnings.filterwarnings("ignore", module="pydicom")
     logging.getLogger("pydicom").setLevel(logging.DEBUG if opts.debug else logging.ERROR)
+    # A pixel decoder that fails logs its traceback at ERROR before pydicom raises
+    # (pixels/decoders/base.py `_decode_frame`); dicomfs says the raised error once, in its own
+    # words (an upload's report). A child's own level: importing pydicom resets "pydicom"'s
+    # (config.py calls debug(False)).
+    logging.getLogger("pydicom.pixels").setLevel(logging.DEBUG if opts.debug else logging.CRITICAL)

@@ -56,6 +56,11 @@ class NotDicom(DicomFSError):
     """A file written into ``upload/`` is no DICOM Part 10 file the PACS could store (EINVAL)."""
 
 
+class MediaDirectory(DicomFSError):
+    """A file written into ``upload/`` is a DICOMDIR (Media Storage Directory Storage, PS3.10 8.6):
+    the index of a medium, not an object to store. Accepted and not sent (its close succeeds)."""
+
+
 class StoreRejected(QueryRefused):
     """The PACS refused an upload (EIO): a C-STORE failure status, or its SOP class or transfer
     syntax not accepted; the message names the status, the cause and the fix. An answer, so the

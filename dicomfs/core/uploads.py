@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 
 from dicomfs.core.errorlog import OncePerCause
-from dicomfs.core.errors import DicomFSError, NotDicom, PacsError
+from dicomfs.core.errors import DicomFSError, MediaDirectory, NotDicom, PacsError
 from dicomfs.core.ports import StoredObject, StoreService
 from dicomfs.core.uploadfailures import FAILED_DIR, FailureReports, shown_path
 from dicomfs.core.uploadtree import DONE, WRITING, Upload, UploadTree
@@ -83,6 +83,7 @@ class Uploads:
         self._by_fd: dict[int, Upload] = {}
         self._failed = FailureReports()
         self._said = OncePerCause(LOGGER, level=logging.WARNING, counted="failed uploads")
+        self._skipped = OncePerCause(LOGGER, level=logging.INFO, counted="files not sent")
 
     # -- what upload/ shows ---------------------------------------------------------------------
 
@@ -255,9 +256,29 @@ class Uploads:
         try:
             # Read back by path: pwrite() went through the page cache, no fsync is needed.
             stored = self._sender.store(upload.spool)
+        except MediaDirectory as exc:  # a CD's DICOMDIR: cp -r and rsync of the CD go on
+            self._skipped.say(f"upload {shown_path(path)}", str(exc))
+            self._sent(upload, fd)
+            return
         except (NotDicom, PacsError, OSError) as exc:
             self._failed_send(upload, exc)
             raise
+        except Exception as exc:  # a bug of ours or a library's: still one line and a report
+            LOGGER.debug("upload %s: traceback", path, exc_info=True)
+            words = " ".join(str(exc).split())  # one line
+            failure = PacsError(
+                f"not sent: {type(exc).__name__}: {words}; fix: copy the file again; if it fails the "
+                "same way, mount with -d for the traceback and report it"
+            )
+            self._failed_send(upload, failure)
+            raise failure from exc
+        self._sent(upload, fd)
+        LOGGER.debug("upload %s: stored %s", path, stored.sop_uid)
+        self._on_stored(stored)
+
+    def _sent(self, upload: Upload, fd: int) -> None:
+        """Done (stored, or accepted and not sent): listed for a while, an earlier failure over."""
+        path = upload.path
         size = os.fstat(fd).st_size
         with self._lock:
             if not upload.dirty:  # else written again during the C-STORE: sent again at its flush
@@ -265,8 +286,6 @@ class Uploads:
             upload.size = size
             upload.ended = self._clock()
             self._failed.discard(path)  # an earlier failure of this name is over
-        LOGGER.debug("upload %s: stored %s (%d bytes)", path, stored.sop_uid, size)
-        self._on_stored(stored)
 
     def release(self, fd: int) -> None:
         """The last ``close`` of a handle: its fd is closed; the spool file goes with the last one,

@@ -8,7 +8,9 @@ for its SOP class: its own syntax, then the uncompressed ones it can be converte
 implicit VR little endian; a compressed file only where pydicom can decompress it), each in a
 presentation context of its own so the accepted one is known exactly (PS3.8 9.3.2.2), plus
 Verification so that a PACS refusing the SOP class still accepts the association and the refusal
-can be named. A conversion is said in the log.
+can be named. A conversion is said in the log; a conversion that fails (pydicom cannot decode the
+pixel data, or pynetdicom cannot encode the result) is a refusal like the others. A DICOMDIR is
+no object to store (PS3.10 8.6): ``MediaDirectory``, never sent.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, MediaStorageDirectoryStorage
 
 from dicomfs.core.errorlog import OncePerCause
-from dicomfs.core.errors import NotDicom, PacsError, QueryRefused, StoreRejected
+from dicomfs.core.errors import MediaDirectory, NotDicom, PacsError, QueryRefused, StoreRejected
 from dicomfs.core.ports import StoredObject
 from dicomfs.dimse.associations import AssociationsBusy
 from dicomfs.dimse.client import PacsClient
@@ -60,7 +62,8 @@ def read_header(path: str) -> tuple[Dataset, StoredObject, UID, UID]:
     """A Part 10 file's header -> (file meta, identity, SOP class, transfer syntax).
 
     Raises ``NotDicom`` for anything that is not a DICOM Part 10 file naming its SOP class,
-    SOP instance, transfer syntax, study and series (PS3.10 7.1: preamble, "DICM", group 0002).
+    SOP instance, transfer syntax, study and series (PS3.10 7.1: preamble, "DICM", group 0002);
+    ``MediaDirectory`` for a DICOMDIR (PS3.10 8.6: a medium's index, not an object to store).
     """
     check_whole(path)  # pydicom reads a file cut short without a word
     try:
@@ -71,6 +74,8 @@ def read_header(path: str) -> tuple[Dataset, StoredObject, UID, UID]:
     sop_class = meta.get("MediaStorageSOPClassUID") or ds.get("SOPClassUID")
     syntax = meta.get("TransferSyntaxUID")
     sop_uid = meta.get("MediaStorageSOPInstanceUID") or ds.get("SOPInstanceUID")
+    if sop_class == MediaStorageDirectoryStorage:  # before the UIDs: a DICOMDIR has no study
+        raise MediaDirectory("a DICOMDIR is a media directory, not an object to store: not sent")
     missing = [
         name
         for name, value in (
@@ -135,6 +140,18 @@ def proposals(sop_class: UID, own: UID) -> list[tuple[str, Sequence[str]]]:
     return contexts
 
 
+def not_convertible(own: UID, exc: Exception) -> str:
+    """The refusal of a file whose conversion failed: cause (pydicom's or pynetdicom's) and fix."""
+    reason = " ".join(pydicom_words(exc).split())  # one line: pydicom lists its plugins' failures
+    if isinstance(exc, ImportError):
+        reason += " (pip install numpy: pydicom decodes pixel data with it)"
+    return (
+        f"the PACS accepts none of the file's transfer syntax {uid_words(own)}, and it cannot be "
+        f"converted here: {reason}; fix: configure the PACS to accept {uid_words(own)}, or convert "
+        "the file before copying it (dcmdrle or dcmdjpeg from DCMTK, gdcmconv --raw)"
+    )
+
+
 class DimseSender:
     """Sends uploaded files by C-STORE; thread-safe (each send has its own association)."""
 
@@ -191,6 +208,8 @@ class DimseSender:
             try:
                 return assoc.send_c_store(payload)
             except (ValueError, AttributeError) as exc:  # pynetdicom cannot encode it in that syntax
+                if isinstance(payload, Dataset):
+                    raise StoreRejected(not_convertible(own, exc)) from exc
                 words = f"{uid_words(sop_class, with_uid=True)} in {uid_words(own)}"
                 raise StoreRejected(f"cannot send {words}: {exc}") from exc
 
@@ -210,9 +229,12 @@ class DimseSender:
                 f"{', '.join(uid_words(s) for s in accepted)}, and this file in {uid_words(own)} "
                 f"cannot be converted here; fix: configure the PACS to accept {uid_words(own)}"
             )
-        dataset = dcmread(path)
-        if own.is_compressed:
-            dataset.decompress()  # to explicit VR little endian (pydicom); pynetdicom then encodes
+        try:
+            dataset = dcmread(path)
+            if own.is_compressed:
+                dataset.decompress()  # to explicit VR little endian (pydicom); pynetdicom then encodes
+        except Exception as exc:  # pydicom's decoders raise what they like (ImportError without NumPy)
+            raise StoreRejected(not_convertible(own, exc)) from exc
         self._conversions.say(
             f"upload of {dataset.get('SOPInstanceUID', '?')}",
             f"the PACS does not accept {uid_words(own)} for {uid_words(sop_class)}: converted to "

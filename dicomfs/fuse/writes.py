@@ -54,8 +54,9 @@ def upload_errors(method: F) -> F:
             code = exc.errno if isinstance(exc.errno, int) and exc.errno > 0 else errno.EIO
             LOGGER.debug("%s %s: %s", method.__name__, args[1:2], exc)
             raise mfusepy.FuseOSError(code) from exc
-        except Exception as exc:
-            LOGGER.exception("%s %s failed", method.__name__, args[1:2])
+        except Exception as exc:  # one line, as every upload failure; the traceback with -d
+            LOGGER.error("%s %s failed: %s: %s", method.__name__, args[1:2], type(exc).__name__, exc)
+            LOGGER.debug("traceback", exc_info=True)
             raise mfusepy.FuseOSError(errno.EIO) from exc
 
     return wrapper  # type: ignore[return-value]
