@@ -317,3 +317,9 @@ def test_a_wildcard_only_key_is_fine_beside_another_but_not_alone() -> None:
         parse_query("StudyDescription=*")
     with pytest.raises(BadQuery, match="no value"):
         parse_query("PatientID=,StudyDate=20240101")
+
+
+@pytest.mark.parametrize("name", ["PatientID= ", "StudyDescription=  ", "PatientID=?*", "PatientName=*^*"])
+def test_values_that_match_anything_are_no_search_of_their_own(name: str) -> None:
+    with pytest.raises(BadQuery):
+        parse_query(name)

@@ -33,10 +33,15 @@ class AnswerCapped(QueryRefused):
         Never a complete answer: at most a start of one, in the PACS's order.
     """
 
-    def __init__(self, message: str, count: int = 0, partial: list[Any] | None = None) -> None:
+    def __init__(
+        self, message: str, count: int = 0, partial: list[Any] | None = None, *, proven: bool = True
+    ) -> None:
         super().__init__(message)
         self.count = count
         self.partial: list[Any] = list(partial or [])
+        #: The PACS said more exist (a cap or refusal status); False where only the answer's size
+        #: (``findlimit``, a well-known cap) makes it suspect.
+        self.proven = proven
 
 
 class RetrievalFailed(DicomFSError):

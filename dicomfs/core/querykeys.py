@@ -86,17 +86,23 @@ def parse_query(name: str) -> dict[str, str]:
             raise BadQuery(f"{keyword} given twice")
         check_value(keyword, value)
         keys[keyword] = value
-    if all(not value.strip("*") for value in keys.values()):
+    if all(_matches_anything(value) for value in keys.values()):
         raise BadQuery(f"{name!r} would match every study; give a value to search for")
     return keys
+
+
+def _matches_anything(value: str) -> bool:
+    """A value of wildcards alone (``*``, ``?*``, ``*^*``, spaces: PS3.4 C.2.2.2.3 and 4) matches
+    (nearly) every value: as a search of its own, it would list the whole archive."""
+    return not value.strip(" *?^=")
 
 
 def check_value(keyword: str, value: str) -> None:
     """Raise :class:`BadQuery` unless ``value`` is a matching value ``keyword``'s VR allows."""
     vr = KEYS[keyword]
-    if not value:
-        raise BadQuery(f"{keyword}= has no value; give a value to search for")
-    if not value.strip("*"):
+    if not value.strip():
+        raise BadQuery(f"{keyword}={value!r} has no value; give a value to search for")
+    if _matches_anything(value):
         return  # universal matching of this key (PS3.4 C.2.2.2.3): fine beside another key
     if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
         raise BadQuery(f"{keyword}: control characters are not allowed")

@@ -57,7 +57,7 @@ MINUTE = 60
 #: and 1,000 rows, and their round neighbours). An answer of exactly one of these sizes is asked
 #: again in parts, as a capped one is: a whole answer of that size costs a few more C-FINDs, a cut
 #: one is never shown as whole (``findlimit=`` names a PACS's own cap for every other listing).
-SUSPECT_CAPS = frozenset({100, 200, 500, 1000, 2000, 5000, 10_000})
+SUSPECT_CAPS = frozenset({500, 1000, 2000, 5000, 10_000})
 
 #: The parts named in the one-line ``missing`` text at most.
 MAX_NAMED_PARTS = 3
@@ -234,6 +234,10 @@ class _Split:
         if timeless:
             self.keep(timeless)
             self.capped.append(f"{day:%Y-%m-%d} (studies without StudyTime)")
+        elif capped.proven and len(found) <= capped.count:
+            # The PACS said the day holds more than its capped answer, yet the time ranges found
+            # no more: the rest have no StudyTime, which no range matches.
+            self.capped.append(f"{day:%Y-%m-%d} (studies without StudyTime may be missing)")
 
     def _stays_capped(self, part: str, exc: AnswerCapped) -> None:
         self.keep(exc.partial)
@@ -269,7 +273,9 @@ def _suspected(rows: list[Row]) -> list[Row]:
     """``rows``, unless their number is one PACSes cut answers at (:data:`SUSPECT_CAPS`): then
     raises :class:`SuspectedCap` with them, so that the query is asked again in parts."""
     if len(rows) in SUSPECT_CAPS:
-        raise SuspectedCap(f"{len(rows)} matches, a number PACSes cut answers at", len(rows), rows)
+        raise SuspectedCap(
+            f"{len(rows)} matches, a number PACSes cut answers at", len(rows), rows, proven=False
+        )
     return rows
 
 
@@ -324,8 +330,14 @@ def complete_studies(
         split.dates(first, last, capped)
         # Undated studies match no date range: those the capped answer held are kept.
         split.keep([row for row in capped.partial if not row.get("StudyDate", "").strip()])
+        undated_possible = not keys.get("StudyDate", "").strip()
+        if undated_possible and capped.proven and not split.gave_up and len(split.rows) <= capped.count:
+            # The PACS said more match than its capped answer, yet the date ranges found no more:
+            # the rest have no StudyDate, which no range matches.
+            split.capped.append("studies without StudyDate may be missing")
     matches = Matches(list(split.rows.values()), split.missing())
-    # INFO only: an incomplete answer is logged once by whoever shows it (with its marker).
+    if matches.missing:
+        return matches  # logged once, as a warning, by whoever shows it (with its marker)
     LOGGER.info(
         "%s: the PACS capped the answer; %d studies in %d C-FINDs%s",
         where or "a study query",

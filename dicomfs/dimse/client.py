@@ -248,7 +248,12 @@ class PacsClient:
             raise QueryRefused(f"C-FIND failed with status 0x{code:04X}")
         if how:
             why = explain_capped_find(how)
-            raise AnswerCapped(f"{why.line()} ({len(matches)} matches came)", len(matches), matches)
+            raise AnswerCapped(
+                f"{why.line()} ({len(matches)} matches came)",
+                len(matches),
+                matches,
+                proven=how != "findlimit",
+            )
 
     def move(
         self,
